@@ -1,0 +1,41 @@
+"""Test set-up: kernels run in Triton's CPU interpreter where there is no GPU.
+
+TRITON_INTERPRET must be set before any kernel module is imported; tritonnet
+imports its kernels lazily, so setting it here, before the tests import anything,
+is early enough. On a machine with CUDA the kernels compile for the GPU instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from tritonnet.backend import interpreter_enabled, triton_available, use_backend  # noqa: E402
+
+
+def triton_runnable() -> bool:
+    return triton_available() and (torch.cuda.is_available() or interpreter_enabled())
+
+
+TEST_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+requires_triton = pytest.mark.skipif(
+    not triton_runnable(), reason="needs the triton package, and CUDA or TRITON_INTERPRET=1"
+)
+
+
+@pytest.fixture(params=["reference", pytest.param("triton", marks=requires_triton)])
+def backend(request):
+    """Runs a test once on each backend, with that backend selected."""
+    with use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

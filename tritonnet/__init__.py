@@ -1,0 +1,27 @@
+"""tritonnet: the "neural network from scratch" MLP exercise on fused Triton kernels.
+
+The exercise's API (`Linear`, `Sigmoid`, `Softmax`, `compute_loss`,
+`compute_gradient`, `MLP`) runs on Triton kernels for CUDA tensors and on a plain
+PyTorch reference elsewhere; `set_backend` and `use_backend` choose explicitly.
+Importing tritonnet never imports triton or touches CUDA.
+"""
+
+from tritonnet.backend import BACKENDS, get_backend, set_backend, use_backend
+from tritonnet.layers import GRAD_SCALES, Linear, Sigmoid, Softmax, compute_gradient, compute_loss
+from tritonnet.model import MLP
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "GRAD_SCALES",
+    "Linear",
+    "MLP",
+    "Sigmoid",
+    "Softmax",
+    "compute_gradient",
+    "compute_loss",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+]

@@ -1,0 +1,118 @@
+"""The one dispatch point between the Triton kernels and the CPU reference.
+
+Layers, modules and the trainer never call a kernel or a reference function
+directly: they ask `ops_for(*tensors)` for the module of operations that fits the
+tensors at hand, and call the operation by name on it. Both modules,
+`tritonnet.reference` and `tritonnet.triton_backend`, define the same operations
+with the same signatures, so that each kernel can be read beside its oracle.
+
+Backends:
+- "reference": plain PyTorch, on whatever device the tensors are.
+- "triton": the Triton kernels. They need CUDA tensors, or CPU tensors with
+  `TRITON_INTERPRET=1` set before the kernels were imported.
+- "auto" (the default): Triton where it can run, the reference elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+from types import ModuleType
+from typing import Iterator
+
+import torch
+
+BACKENDS = ("auto", "triton", "reference")
+
+_selected = "auto"
+
+
+def interpreter_enabled() -> bool:
+    """Whether Triton runs kernels on the CPU through its interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_available() -> bool:
+    """Whether the triton package can be imported, without importing it."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _check_name(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def set_backend(backend: str) -> None:
+    """Select the backend for every later operation: "auto", "triton" or "reference"."""
+    global _selected
+    _selected = _check_name(backend)
+
+
+def get_backend() -> str:
+    """The backend selected with `set_backend` ("auto" unless changed)."""
+    return _selected
+
+
+@contextlib.contextmanager
+def use_backend(backend: str) -> Iterator[None]:
+    """Select a backend inside a `with` block, restoring the previous one after it."""
+    global _selected
+    previous = _selected
+    _selected = _check_name(backend)
+    try:
+        yield
+    finally:
+        _selected = previous
+
+
+def _triton_can_run_on(device: torch.device) -> bool:
+    if not triton_available():
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and interpreter_enabled()
+
+
+def resolve_backend(device: torch.device, backend: str | None = None) -> str:
+    """The concrete backend ("triton" or "reference") that runs on `device`."""
+    backend = _check_name(backend or _selected)
+    if backend == "reference":
+        return "reference"
+    if backend == "auto":
+        return "triton" if _triton_can_run_on(device) else "reference"
+    if not triton_available():
+        raise RuntimeError("backend 'triton' needs the triton package: pip install triton")
+    if not _triton_can_run_on(device):
+        raise RuntimeError(
+            f"backend 'triton' cannot run on device {device}: it needs CUDA tensors, "
+            "or TRITON_INTERPRET=1 set before tritonnet is imported for CPU tensors. "
+            "Use set_backend('auto') or 'reference' for the CPU reference path."
+        )
+    return "triton"
+
+
+def _module(name: str) -> ModuleType:
+    if name == "triton":
+        return importlib.import_module("tritonnet.triton_backend")
+    return importlib.import_module("tritonnet.reference")
+
+
+def ops_for(*tensors: torch.Tensor | None) -> ModuleType:
+    """The module of operations for these tensors under the selected backend.
+
+    Every tensor given must be on one device; `None` entries (an absent bias, say)
+    are skipped.
+    """
+    present = [t for t in tensors if t is not None]
+    if not present:
+        raise ValueError("ops_for needs at least one tensor to pick a device")
+    device = present[0].device
+    for tensor in present[1:]:
+        if tensor.device != device:
+            raise ValueError(
+                f"all tensors must be on one device, got {device} and {tensor.device}"
+            )
+    return _module(resolve_backend(device))

@@ -1,0 +1,94 @@
+"""Argument checks for the public entry points.
+
+Every error names the argument, says what was expected and what came in, so that
+a bad call fails where it enters the library rather than deep in a kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_tensor(name: str, value: object) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_float_tensor(name: str, value: object) -> torch.Tensor:
+    tensor = check_tensor(name, value)
+    if tensor.dtype not in FLOAT_DTYPES:
+        allowed = ", ".join(str(d).removeprefix("torch.") for d in FLOAT_DTYPES)
+        raise TypeError(f"{name} must have a floating dtype ({allowed}), got {tensor.dtype}")
+    return tensor
+
+
+def check_matrix(name: str, value: object, cols: int | None = None, rows: int | None = None) -> torch.Tensor:
+    """A floating 2-D tensor, with the given column and row counts where they are set."""
+    tensor = check_float_tensor(name, value)
+    if tensor.dim() != 2:
+        raise ValueError(f"{name} must be 2-D [rows, columns], got shape {tuple(tensor.shape)}")
+    if cols is not None and tensor.shape[1] != cols:
+        raise ValueError(
+            f"{name} must have {cols} columns, got shape {tuple(tensor.shape)}"
+        )
+    if rows is not None and tensor.shape[0] != rows:
+        raise ValueError(f"{name} must have {rows} rows, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def check_same_device(**tensors: torch.Tensor | None) -> None:
+    present = {name: t for name, t in tensors.items() if t is not None}
+    devices = {t.device for t in present.values()}
+    if len(devices) > 1:
+        listing = ", ".join(f"{name} on {t.device}" for name, t in present.items())
+        raise ValueError(f"tensors must be on one device, got {listing}")
+
+
+def check_same_dtype(**tensors: torch.Tensor | None) -> None:
+    present = {name: t for name, t in tensors.items() if t is not None}
+    if len({t.dtype for t in present.values()}) > 1:
+        listing = ", ".join(f"{name} {t.dtype}" for name, t in present.items())
+        raise TypeError(f"tensors must share one dtype, got {listing}")
+
+
+def check_labels(name: str, value: object, rows: int, classes: int, check_range: bool = True) -> torch.Tensor:
+    """Class indices: an integer tensor `[rows]` with values in `[0, classes)`.
+
+    The range check reads the values back; on a GPU that waits for the device, so
+    hot loops whose labels were checked once (the trainer's) pass `check_range=False`.
+    """
+    tensor = check_tensor(name, value)
+    if tensor.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"{name} must hold integer class indices, got dtype {tensor.dtype}")
+    if tensor.shape != (rows,):
+        raise ValueError(f"{name} must have shape ({rows},), got {tuple(tensor.shape)}")
+    if check_range and rows and (int(tensor.min()) < 0 or int(tensor.max()) >= classes):
+        raise ValueError(
+            f"{name} must lie in [0, {classes}), got values from "
+            f"{int(tensor.min())} to {int(tensor.max())}"
+        )
+    return tensor
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_learning_rate(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value  # type: ignore[return-value]

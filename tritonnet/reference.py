@@ -1,0 +1,204 @@
+"""The reference backend: every operation of tritonnet in plain PyTorch.
+
+It is the oracle of the kernel tests and the path that runs where there is no
+GPU, so it mirrors `tritonnet.triton_backend` operation by operation, under the
+same names and signatures. Each function may write into preallocated `out_*`
+tensors: the training loop reuses its buffers from step to step instead of
+allocating, which is what makes this path fast on a CPU.
+
+Half-precision inputs (fp16, bf16) are computed in fp32 and rounded once at the
+end, as the kernels do with their fp32 accumulators.
+
+Arguments are trusted here: the public entry points (layers, modules, the
+functional API) validate them first.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ACTIVATIONS = ("none", "sigmoid")
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _empty(rows: int, cols: int, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return torch.empty(rows, cols, dtype=dtype or like.dtype, device=like.device)
+
+
+def _store(result: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    if out is None:
+        return result
+    out.copy_(result)
+    return out
+
+
+def linear_forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str = "none",
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`activation(x @ weight + bias)` for x `[M, K]`, weight `[K, N]`, bias `[N]`."""
+    if x.dtype in _LOW_PRECISION:
+        result = linear_forward(
+            x.float(), weight.float(), None if bias is None else bias.float(), activation
+        )
+        return _store(result.to(x.dtype), out)
+    if out is None:
+        out = _empty(x.shape[0], weight.shape[1], x)
+    if bias is None:
+        torch.mm(x, weight, out=out)
+    else:
+        torch.addmm(bias, x, weight, out=out)
+    if activation == "sigmoid":
+        torch.sigmoid(out, out=out)
+    return out
+
+
+def linear_backward(
+    grad_output: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    output: torch.Tensor | None = None,
+    activation: str = "none",
+    scale: float = 1.0,
+    *,
+    need_grad_input: bool = True,
+    need_grad_bias: bool = True,
+    out_grad_input: torch.Tensor | None = None,
+    out_grad_weight: torch.Tensor | None = None,
+    out_grad_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    """Gradients of `output = activation(x @ weight + bias)`.
+
+    With `dz = grad_output * output * (1 - output)` for the sigmoid (from the saved
+    output, not recomputed) and `dz = grad_output` without activation:
+    `grad_input = dz @ weight.T` (only if `need_grad_input`),
+    `grad_weight = scale * x.T @ dz`, `grad_bias = scale * dz.sum(0)`.
+    `scale` is the gradient normalization (1/batch, 1/in_features or 1).
+    """
+    if grad_output.dtype in _LOW_PRECISION:
+        grads = linear_backward(
+            grad_output.float(),
+            x.float(),
+            weight.float(),
+            None if output is None else output.float(),
+            activation,
+            scale,
+            need_grad_input=need_grad_input,
+            need_grad_bias=need_grad_bias,
+        )
+        outs = (out_grad_input, out_grad_weight, out_grad_bias)
+        dtypes = (x.dtype, weight.dtype, weight.dtype)
+        return tuple(
+            None if g is None else _store(g.to(dtype), out)
+            for g, out, dtype in zip(grads, outs, dtypes)
+        )
+
+    if activation == "sigmoid":
+        # dz = g * y * (1 - y), as g - g*y, then times y: one temporary.
+        dz = torch.addcmul(grad_output, grad_output, output, value=-1.0)
+        dz.mul_(output)
+    else:
+        dz = grad_output
+
+    if out_grad_weight is None:
+        out_grad_weight = torch.empty_like(weight)
+    # beta=0 makes addmm ignore the old contents of the buffer, NaN included.
+    torch.addmm(out_grad_weight, x.t(), dz, beta=0.0, alpha=scale, out=out_grad_weight)
+
+    grad_bias = None
+    if need_grad_bias:
+        if out_grad_bias is None:
+            out_grad_bias = torch.empty(dz.shape[1], dtype=weight.dtype, device=dz.device)
+        torch.sum(dz, dim=0, out=out_grad_bias)
+        if scale != 1.0:
+            out_grad_bias.mul_(scale)
+        grad_bias = out_grad_bias
+
+    grad_input = None
+    if need_grad_input:
+        if out_grad_input is None:
+            out_grad_input = _empty(dz.shape[0], weight.shape[0], x)
+        torch.mm(dz, weight.t(), out=out_grad_input)
+        grad_input = out_grad_input
+    return grad_input, out_grad_weight, grad_bias
+
+
+def sigmoid_forward(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """`1 / (1 + exp(-x))`, element-wise."""
+    if x.dtype in _LOW_PRECISION:
+        return _store(torch.sigmoid(x.float()).to(x.dtype), out)
+    return torch.sigmoid(x, out=out) if out is not None else torch.sigmoid(x)
+
+
+def sigmoid_backward(
+    grad_output: torch.Tensor, output: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`grad_output * output * (1 - output)`, from the saved sigmoid output."""
+    g, y = grad_output.float(), output.float()
+    return _store((g * y * (1.0 - y)).to(grad_output.dtype), out)
+
+
+def softmax(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Row-wise softmax of a `[M, N]` tensor, stable: the row max is subtracted first.
+
+    A row whose entries are all -inf gives NaN, as torch.softmax does.
+    """
+    x32 = x.float()
+    shifted = x32 - x32.amax(dim=1, keepdim=True)
+    exp = shifted.exp_()
+    exp.div_(exp.sum(dim=1, keepdim=True))
+    return _store(exp.to(x.dtype), out)
+
+
+def linear_cross_entropy(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    scale: float = 1.0,
+    *,
+    out_probabilities: torch.Tensor | None = None,
+    out_grad_logits: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The output layer, its softmax and the cross-entropy loss, with the loss gradient.
+
+    For logits `z = x @ weight + bias` and class indices `target` `[M]` (int64):
+    - probabilities `p = softmax(z)`;
+    - loss: the mean over rows of `logsumexp(z) - z[target]` (an fp32 scalar),
+      which stays finite when a probability underflows to 0;
+    - grad_logits: `(p - onehot(target)) * scale`, the gradient of the summed loss
+      times `scale` (1 for the exercise, 1/M for the mean).
+    """
+    logits = linear_forward(x.float(), weight.float(), None if bias is None else bias.float())
+    shifted = logits - logits.amax(dim=1, keepdim=True)
+    log_sum_exp = shifted.exp().sum(dim=1, keepdim=True).log_()
+    log_probabilities = shifted.sub_(log_sum_exp)
+    rows = torch.arange(x.shape[0], device=x.device)
+    loss = -log_probabilities[rows, target].mean()
+    probabilities = log_probabilities.exp_()
+    grad_logits = probabilities.clone()
+    grad_logits[rows, target] -= 1.0
+    if scale != 1.0:
+        grad_logits.mul_(scale)
+    return (
+        _store(probabilities.to(x.dtype), out_probabilities),
+        loss,
+        _store(grad_logits.to(x.dtype), out_grad_logits),
+    )
+
+
+def sgd_update(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    grad_weight: torch.Tensor,
+    grad_bias: torch.Tensor | None,
+    lr: float,
+) -> None:
+    """Plain SGD in place: `weight -= lr * grad_weight`, `bias -= lr * grad_bias`."""
+    weight.add_(grad_weight, alpha=-lr)
+    if bias is not None:
+        bias.add_(grad_bias, alpha=-lr)
