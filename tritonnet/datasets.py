@@ -1,0 +1,337 @@
+"""MNIST and Fashion-MNIST: where to find them, how to check them, how to load them.
+
+`load_dataset` returns a whole dataset as four tensors, normalized the way the
+exercise normalizes MNIST. The trainer slices batches out of them, so there is no
+per-sample Dataset or DataLoader on the hot path.
+
+Where the files are looked for, in order, for one dataset:
+1. the `data_dir` argument, else the TRITONNET_DATA environment variable: the
+   files directly in it, in `<dir>/<dataset>/`, or in torchvision's layout
+   `<dir>/MNIST/raw/` (`<dir>/FashionMNIST/raw/`);
+2. the cache, `$XDG_CACHE_HOME/tritonnet/<dataset>` (default `~/.cache`);
+3. system folders, such as Debian's dataset-fashion-mnist package;
+4. a download from the dataset's mirrors into the cache, when `download` is set.
+Each file may be gzipped or not. Files are found by name and then checked by
+structure (counts, 28x28 images, labels in 0..9); only downloads are checked
+against an md5, because Debian recompressed its .gz files and their md5s differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tritonnet import checks
+from tritonnet.files import atomic_write
+from tritonnet.idx import read_idx
+
+FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+
+IMAGE_SHAPE = (28, 28)
+CLASS_COUNT = 10
+
+# Seconds each network operation (connecting, each read) may wait. Downloads stop
+# at the first file that no mirror gives, so an offline attempt costs at most
+# this times the number of mirrors, and usually far less (DNS fails at once).
+DOWNLOAD_TIMEOUT_SECONDS = 5.0
+DOWNLOAD_CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One of a dataset's files: its name on the mirrors, and the md5 of that .gz."""
+
+    name: str
+    md5: str
+
+    @property
+    def stem(self) -> str:
+        """The name without `.gz`, as torchvision and others store it unpacked."""
+        return self.name.removesuffix(".gz")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What we know about a dataset before loading it."""
+
+    name: str
+    files: dict[str, RemoteFile]
+    mirrors: tuple[str, ...]
+    mean: float
+    std: float
+    classes: tuple[str, ...]
+    torchvision_folder: str
+    system_dirs: tuple[str, ...]
+    train_size: int = 60000
+    test_size: int = 10000
+
+
+DATASETS = {
+    "mnist": DatasetInfo(
+        name="mnist",
+        files={
+            "train_images": RemoteFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            "train_labels": RemoteFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+            "test_images": RemoteFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+            "test_labels": RemoteFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+        },
+        # torchvision's mirrors and md5s (torchvision/datasets/mnist.py); the S3 copy
+        # first, because yann.lecun.com has often refused downloads.
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        # The exercise's normalization.
+        mean=0.1307,
+        std=0.3081,
+        classes=tuple(str(digit) for digit in range(CLASS_COUNT)),
+        torchvision_folder="MNIST",
+        system_dirs=("/usr/share/datasets/mnist",),
+    ),
+    "fashion-mnist": DatasetInfo(
+        name="fashion-mnist",
+        files={
+            "train_images": RemoteFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+            "train_labels": RemoteFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+            "test_images": RemoteFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+            "test_labels": RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+        },
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        # Mean and standard deviation over all 47,040,000 training pixels scaled to
+        # [0, 1], computed in float64 once from the training images (0.28604, 0.35302),
+        # the same way as MNIST's 0.1307 and 0.3081.
+        mean=0.2860,
+        std=0.3530,
+        classes=(
+            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        ),
+        torchvision_folder="FashionMNIST",
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+    ),
+}
+
+# "auto" takes MNIST, the exercise's dataset, wherever it can be found or
+# downloaded; else Fashion-MNIST where it is already on disk.
+AUTO_ORDER = ("mnist", "fashion-mnist")
+DATASET_NAMES = ("auto", *DATASETS)
+
+HOW_TO_PROVIDE = (
+    "To provide the files: put the four IDX files (gzipped or not) in a folder and pass "
+    "it with --data-dir or the TRITONNET_DATA environment variable, let tritonnet "
+    "download them when online, or install Debian's package: apt-get install "
+    "dataset-fashion-mnist."
+)
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """No complete copy of the dataset was found anywhere, and none could be downloaded."""
+
+
+class DownloadError(OSError):
+    """A file could not be fetched from a mirror, or did not match its md5."""
+
+
+@dataclass
+class Dataset:
+    """A whole dataset in memory: flattened normalized images and class labels.
+
+    `train_images` and `test_images` are float32 `[count, 784]`, normalized as
+    `(pixel / 255 - mean) / std`; the labels are int64 `[count]`. `source` is the
+    folder the files were read from.
+    """
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    mean: float
+    std: float
+    source: Path
+
+
+def load_dataset(
+    name: str = "auto",
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+) -> Dataset:
+    """Find, check and load a dataset; see the module docstring for where it looks.
+
+    `name` is "mnist", "fashion-mnist" or "auto". `limit_train` and `limit_test`
+    keep at most the first so many samples, for tests and smoke runs.
+    Raises DatasetNotFoundError, listing every place it looked, when no copy is
+    found; IDXError or ValueError when a file found is malformed.
+    """
+    checks.check_choice("name", name, DATASET_NAMES)
+    for limit_name, limit in (("limit_train", limit_train), ("limit_test", limit_test)):
+        if limit is not None:
+            checks.check_positive_int(limit_name, limit)
+
+    attempts: list[str] = []
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            # Only the preferred dataset is worth a download; offline, that attempt
+            # fails fast and the next dataset is used where it is on disk.
+            allow_download = download and candidate == AUTO_ORDER[0]
+            folder = find_dataset(DATASETS[candidate], data_dir, allow_download, attempts)
+            if folder is not None:
+                return _load_from(DATASETS[candidate], folder, limit_train, limit_test)
+    else:
+        folder = find_dataset(DATASETS[name], data_dir, download, attempts)
+        if folder is not None:
+            return _load_from(DATASETS[name], folder, limit_train, limit_test)
+
+    listing = "\n".join(f"  - {attempt}" for attempt in attempts)
+    raise DatasetNotFoundError(f"dataset {name!r} not found. Tried:\n{listing}\n{HOW_TO_PROVIDE}")
+
+
+def find_dataset(
+    info: DatasetInfo,
+    data_dir: str | os.PathLike | None,
+    download: bool,
+    attempts: list[str],
+) -> Path | None:
+    """The first folder holding all of the dataset's files, downloading as a last resort.
+
+    Each place tried and why it failed is appended to `attempts`, for the
+    not-found message.
+    """
+    for folder in candidate_dirs(info, data_dir):
+        if not folder.is_dir():
+            attempts.append(f"{info.name}: {folder} (no such folder)")
+            continue
+        missing = [role for role in FILE_ROLES if _find_file(folder, info.files[role]) is None]
+        if not missing:
+            return folder
+        names = ", ".join(info.files[role].stem for role in missing)
+        attempts.append(f"{info.name}: {folder} (missing {names}, gzipped or not)")
+    if not download:
+        attempts.append(f"{info.name}: no download (download=False)")
+        return None
+    try:
+        return download_dataset(info)
+    except DownloadError as error:
+        attempts.append(f"{info.name}: download failed: {error}")
+        return None
+
+
+def candidate_dirs(info: DatasetInfo, data_dir: str | os.PathLike | None) -> list[Path]:
+    """The folders to search for `info`'s files, in look-up order."""
+    folders = []
+    root = data_dir if data_dir is not None else os.environ.get("TRITONNET_DATA")
+    if root:
+        root = Path(root).expanduser()
+        folders += [root, root / info.name, root / info.torchvision_folder / "raw"]
+    folders.append(cache_dir(info))
+    folders += [Path(system_dir) for system_dir in info.system_dirs]
+    return folders
+
+
+def cache_dir(info: DatasetInfo) -> Path:
+    """Where downloads go: `$XDG_CACHE_HOME/tritonnet/<dataset>`, `~/.cache` by default."""
+    cache_root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_root) / "tritonnet" / info.name
+
+
+def _find_file(folder: Path, remote: RemoteFile) -> Path | None:
+    for file_name in (remote.stem, remote.name):
+        path = folder / file_name
+        if path.is_file():
+            return path
+    return None
+
+
+def download_dataset(info: DatasetInfo) -> Path:
+    """Download the files missing from the cache; returns the cache folder.
+
+    Each file is written to a temporary file beside its final name, checked against
+    its md5, then renamed into place (`atomic_write`), so the cache never holds a
+    partial or unverified file. A file already in the cache was put there this way.
+    """
+    folder = cache_dir(info)
+    for role in FILE_ROLES:
+        remote = info.files[role]
+        if _find_file(folder, remote) is not None:
+            continue
+        failures = []
+        for mirror in info.mirrors:
+            url = mirror + remote.name
+            try:
+                _download_file(url, folder / remote.name, remote.md5)
+                break
+            except DownloadError as error:
+                failures.append(f"{url}: {error}")
+        else:
+            raise DownloadError("; ".join(failures) or "no mirrors")
+    return folder
+
+
+def _download_file(url: str, destination: Path, md5: str) -> None:
+    digest = hashlib.md5()
+    # atomic_write drops its temporary file when the block raises, so a failed,
+    # cut or mismatched download leaves nothing behind.
+    with atomic_write(destination) as temporary:
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
+                while chunk := response.read(DOWNLOAD_CHUNK_BYTES):
+                    digest.update(chunk)
+                    temporary.write(chunk)
+        # URLError, HTTPError and socket timeouts are OSErrors; a connection cut
+        # mid-transfer surfaces as http.client.IncompleteRead, an HTTPException.
+        except (OSError, http.client.HTTPException) as error:
+            raise DownloadError(str(error) or type(error).__name__) from error
+        if digest.hexdigest() != md5:
+            raise DownloadError(f"md5 mismatch: expected {md5}, got {digest.hexdigest()}")
+
+
+def _load_from(info: DatasetInfo, folder: Path, limit_train: int | None, limit_test: int | None) -> Dataset:
+    arrays = {role: read_idx(_find_file(folder, info.files[role])) for role in FILE_ROLES}
+    sizes = {"train": info.train_size, "test": info.test_size}
+    for split, size in sizes.items():
+        _check_images(f"{folder / info.files[f'{split}_images'].stem}", arrays[f"{split}_images"], size)
+        _check_labels(f"{folder / info.files[f'{split}_labels'].stem}", arrays[f"{split}_labels"], size)
+    return Dataset(
+        name=info.name,
+        train_images=_normalize(arrays["train_images"][:limit_train], info),
+        train_labels=torch.from_numpy(arrays["train_labels"][:limit_train].astype(np.int64)),
+        test_images=_normalize(arrays["test_images"][:limit_test], info),
+        test_labels=torch.from_numpy(arrays["test_labels"][:limit_test].astype(np.int64)),
+        mean=info.mean,
+        std=info.std,
+        source=folder,
+    )
+
+
+def _check_images(source: str, images: np.ndarray, count: int) -> None:
+    expected = (count, *IMAGE_SHAPE)
+    if images.dtype != np.uint8 or images.shape != expected:
+        raise ValueError(
+            f"{source}: expected uint8 images of shape {expected}, got {images.dtype} of shape {images.shape}"
+        )
+
+
+def _check_labels(source: str, labels: np.ndarray, count: int) -> None:
+    if labels.dtype != np.uint8 or labels.shape != (count,):
+        raise ValueError(
+            f"{source}: expected uint8 labels of shape ({count},), got {labels.dtype} of shape {labels.shape}"
+        )
+    if count and labels.max() >= CLASS_COUNT:
+        raise ValueError(f"{source}: expected labels in 0..{CLASS_COUNT - 1}, got a maximum of {labels.max()}")
+
+
+def _normalize(images: np.ndarray, info: DatasetInfo) -> torch.Tensor:
+    """Flattened float32 `(pixel / 255 - mean) / std`, the exercise's transform."""
+    pixels = torch.from_numpy(images.reshape(len(images), -1)).to(torch.float32)
+    # In place: the full training set is 188 MB in float32, and each temporary another.
+    return pixels.div_(255.0).sub_(info.mean).div_(info.std)
