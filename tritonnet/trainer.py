@@ -1,0 +1,297 @@
+"""The training loop of the exercise: SGD over shuffled batches, the test set after
+every epoch, a checkpoint after every epoch, and resume.
+
+The whole data set is moved to the device once. Each step gathers its shuffled
+batch with `index_select` into a reused buffer and calls `model.train_step`; the
+loss stays on the device and is read back only when the progress bar refreshes,
+so a GPU is never made to wait for Python at each step.
+
+Determinism: the network's initial weights come from torch's global RNG seeded
+with `seed`; the batch order comes from a separate generator, seeded with
+`seed` too, whose state is checkpointed. On the CPU one seed gives the same
+numbers run after run, and a resumed run ends bit-identical to one that was never
+interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from tritonnet.checkpoint import load_checkpoint, save_checkpoint
+from tritonnet.datasets import Dataset
+from tritonnet.files import atomic_write
+from tritonnet.model import EXERCISE_SIZES, MLP
+
+EVAL_BATCH = 1000
+PROGRESS_EVERY = 50  # steps between progress-bar refreshes (each reads the loss back)
+HISTORY_FIELDS = ("epoch", "train_loss", "test_loss", "test_accuracy", "train_seconds")
+RESUME_KEYS = ("batch_size", "lr", "grad_scale", "seed", "sizes", "api")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names epoch and step."""
+
+
+@dataclass
+class TrainConfig:
+    """The settings of one training run (the CLI's `train` flags)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.1
+    grad_scale: str = "batch"
+    seed: int = 1
+    sizes: tuple[int, ...] = EXERCISE_SIZES
+    api: str = "exercise"
+    stop_on_nonfinite: bool = True
+    progress: bool = True
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain data, for history files and checkpoints."""
+        return {**asdict(self), "sizes": list(self.sizes)}
+
+    def numerics(self) -> dict[str, Any]:
+        """The settings that decide the numbers; a resumed run must share them."""
+        return {key: self.describe()[key] for key in RESUME_KEYS}
+
+
+@dataclass
+class RunResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    out: Path | None = None
+    interrupted: bool = False
+
+
+def build_model(config: TrainConfig, device: torch.device) -> Any:
+    """The network the config asks for: the exercise MLP, or its nn.Module twin."""
+    if config.api == "module":
+        from tritonnet.module_model import ModuleModel
+
+        return ModuleModel(
+            config.batch_size, config.lr, config.sizes, grad_scale=config.grad_scale, device=device
+        )
+    return MLP(config.batch_size, config.lr, config.sizes, grad_scale=config.grad_scale, device=device)
+
+
+def evaluate(model: Any, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Mean loss and accuracy over a whole split, in batches of EVAL_BATCH."""
+    loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
+    correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    for start in range(0, images.shape[0], EVAL_BATCH):
+        batch_images = images[start : start + EVAL_BATCH]
+        loss, batch_correct = model.evaluate(batch_images, labels[start : start + EVAL_BATCH])
+        loss_sum += loss.double() * batch_images.shape[0]
+        correct += batch_correct
+    count = max(images.shape[0], 1)
+    return float(loss_sum) / count, float(correct) / count
+
+
+def write_history(out: Path, history: list[dict[str, float]], meta: dict[str, Any]) -> None:
+    """history.json (with the run's settings and dataset) and history.csv, atomically."""
+    with atomic_write(out / "history.json", "w") as handle:
+        json.dump({**meta, "history": history}, handle, indent=2)
+        handle.write("\n")
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    with atomic_write(out / "history.csv", "w") as handle:
+        handle.write(text.getvalue())
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so that a Ctrl-C
+    ends the run with a checkpoint of the last finished step instead of a traceback
+    somewhere inside a kernel launch."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _progress_bar(total: int, epoch: int, epochs: int, enabled: bool, initial: int):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=f"epoch {epoch}/{epochs}",
+        unit="step",
+        leave=False,
+        disable=not enabled,
+        dynamic_ncols=True,
+    )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(
+    config: TrainConfig,
+    dataset: Dataset,
+    out: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Train on `dataset`, writing history, checkpoint and figures under `out`.
+
+    With `resume`, continue from `out/checkpoint.pt` (which must exist and come from
+    the same settings). Returns the history; `interrupted` is set when a signal
+    stopped the run, after its checkpoint was saved.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    checkpoint_path = out / "checkpoint.pt"
+    meta = {"dataset": dataset.name, "data_source": str(dataset.source), "config": config.describe()}
+
+    torch.manual_seed(config.seed)
+    model = build_model(config, device)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+    first_epoch, first_step, partial = 1, 0, {"loss_sum": 0.0, "seconds": 0.0}
+    if resume:
+        state = load_checkpoint(checkpoint_path)
+        saved = {key: state["config"].get(key) for key in RESUME_KEYS}
+        if saved != config.numerics() or state["dataset"] != dataset.name:
+            raise ValueError(
+                f"checkpoint {checkpoint_path} was written by another run: {saved} on "
+                f"{state['dataset']}; this run has {config.numerics()} on {dataset.name}"
+            )
+        model.load_state_dict(state["parameters"])
+        shuffle.set_state(state["shuffle_state"])
+        torch.set_rng_state(state["torch_rng_state"])
+        history = list(state["history"])
+        first_epoch, first_step, partial = state["epoch"] + 1, state["step"], dict(state["partial"])
+        log(f"resuming {out} at epoch {first_epoch}, step {first_step}")
+
+    train_images = dataset.train_images.to(device)
+    train_labels = dataset.train_labels.to(device)
+    test_images = dataset.test_images.to(device)
+    test_labels = dataset.test_labels.to(device)
+    rows = train_images.shape[0]
+    steps_per_epoch = math.ceil(rows / config.batch_size)
+    batch_images = torch.empty(config.batch_size, train_images.shape[1], device=device)
+    batch_labels = torch.empty(config.batch_size, dtype=torch.int64, device=device)
+
+    def checkpoint(epoch_done: int, step: int, shuffle_state: torch.Tensor, running: dict) -> None:
+        save_checkpoint(
+            checkpoint_path,
+            {
+                "parameters": model.state_dict(),
+                "config": meta["config"],
+                "dataset": dataset.name,
+                "epoch": epoch_done,
+                "step": step,
+                "shuffle_state": shuffle_state,
+                "torch_rng_state": torch.get_rng_state(),
+                "partial": running,
+                "history": history,
+            },
+        )
+
+    result = RunResult(history=history, out=out)
+    with _StopRequest() as stop:
+        for epoch in range(first_epoch, config.epochs + 1):
+            shuffle_state = shuffle.get_state()
+            order = torch.randperm(rows, generator=shuffle).to(device)
+            step_losses = torch.zeros(steps_per_epoch, dtype=torch.float64, device=device)
+            loss_sum = partial["loss_sum"]
+            seconds = partial["seconds"]
+            bar = _progress_bar(steps_per_epoch, epoch, config.epochs, config.progress, first_step)
+            _synchronize(device)
+            started = time.perf_counter()
+            step = first_step
+            while step < steps_per_epoch:
+                index = order[step * config.batch_size : (step + 1) * config.batch_size]
+                count = index.shape[0]
+                images = torch.index_select(train_images, 0, index, out=batch_images[:count])
+                labels = torch.index_select(train_labels, 0, index, out=batch_labels[:count])
+                step_losses[step] = model.train_step(images, labels).double() * count
+                step += 1
+                bar.update(1)
+                if stop.requested or step % PROGRESS_EVERY == 0 or step == steps_per_epoch:
+                    _check_finite(step_losses, epoch, first_step, step, config, checkpoint_path)
+                    if stop.requested:
+                        break
+                    bar.set_postfix(loss=f"{float(step_losses[step - 1]) / count:.4f}")
+            _synchronize(device)
+            seconds += time.perf_counter() - started
+            loss_sum += float(step_losses[first_step:step].sum())
+            bar.close()
+            if stop.requested:
+                checkpoint(epoch - 1, step, shuffle_state, {"loss_sum": loss_sum, "seconds": seconds})
+                log(f"stopped at epoch {epoch}, step {step}; checkpoint saved to {checkpoint_path}")
+                result.interrupted = True
+                return result
+            test_loss, test_accuracy = evaluate(model, test_images, test_labels)
+            record = {
+                "epoch": epoch,
+                "train_loss": loss_sum / rows,
+                "test_loss": test_loss,
+                "test_accuracy": test_accuracy,
+                "train_seconds": seconds,
+            }
+            history.append(record)
+            first_step, partial = 0, {"loss_sum": 0.0, "seconds": 0.0}
+            checkpoint(epoch, 0, shuffle.get_state(), partial)
+            write_history(out, history, meta)
+            log(
+                f"epoch {epoch:3d}  train loss {record['train_loss']:.4f}  test loss {test_loss:.4f}  "
+                f"test accuracy {test_accuracy:.4f}  ({seconds:.2f} s)"
+            )
+    return result
+
+
+def _check_finite(
+    step_losses: torch.Tensor,
+    epoch: int,
+    first_step: int,
+    step: int,
+    config: TrainConfig,
+    checkpoint_path: Path,
+) -> None:
+    """Raise NonFiniteLossError naming the first bad step, unless the run goes on anyway."""
+    if not config.stop_on_nonfinite:
+        return
+    window = step_losses[first_step:step]
+    bad = (~torch.isfinite(window)).nonzero()
+    if bad.numel():
+        bad_step = first_step + int(bad[0]) + 1
+        raise NonFiniteLossError(
+            f"the training loss is not finite at epoch {epoch}, step {bad_step} "
+            f"(lr {config.lr}, grad scale {config.grad_scale!r}). The last good checkpoint "
+            f"is kept at {checkpoint_path}. "
+            "Lower the learning rate, or pass --allow-nonfinite to go on anyway."
+        )
