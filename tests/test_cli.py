@@ -1,0 +1,189 @@
+"""The `tritonnet` command: flags, files written, and surviving SIGKILL and Ctrl-C.
+
+Runs that train go through a real subprocess on a Fashion-MNIST subset, on the
+CPU reference path, the way a user runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tritonnet.checkpoint import load_checkpoint
+from tritonnet.cli import main
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(
+    not FASHION_DIR.is_dir(),
+    reason="needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)",
+)
+
+SUBSET = ["--dataset", "fashion-mnist", "--limit-train", "1280", "--limit-test", "500"]
+
+
+def cli_environment(home: Path) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TRITONNET_DATA")}
+    environment["HOME"] = str(home)
+    environment.pop("XDG_CACHE_HOME", None)
+    return environment
+
+
+def run_cli(args: list[str], home: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tritonnet", *args],
+        env=cli_environment(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )
+
+
+def start_cli(args: list[str], home: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tritonnet", *args],
+        env=cli_environment(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def train_args(out: Path, epochs: int) -> list[str]:
+    return ["train", *SUBSET, "--epochs", str(epochs), "--backend", "reference",
+            "--no-progress", "--out", str(out)]
+
+
+def wait_for_epochs(out: Path, epochs: int, process: subprocess.Popen, limit_seconds: float = 300) -> None:
+    deadline = time.monotonic() + limit_seconds
+    while time.monotonic() < deadline:
+        history = out / "history.json"
+        if history.is_file() and len(json.loads(history.read_text())["history"]) >= epochs:
+            return
+        if process.poll() is not None:
+            pytest.fail(f"training ended early: {process.stderr.read()}")
+        time.sleep(0.05)
+    pytest.fail(f"no {epochs} epochs within {limit_seconds} s")
+
+
+def assert_same_parameters(first: Path, second: Path) -> None:
+    a = load_checkpoint(first / "checkpoint.pt")["parameters"]
+    b = load_checkpoint(second / "checkpoint.pt")["parameters"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--lr", "-0.1"], "--lr"),
+        (["train", "--lr", "nan"], "--lr"),
+        (["train", "--batch-size", "0"], "--batch-size"),
+        (["train", "--epochs", "two"], "--epochs"),
+        (["train", "--dataset", "cifar"], "--dataset"),
+        (["train", "--backend", "cuda"], "--backend"),
+        (["train", "--grad-scale", "mean"], "--grad-scale"),
+        (["sweep", "--lrs", "1,x"], "--lrs"),
+        (["fly"], "invalid choice"),
+    ],
+)
+def test_bad_flags_exit_2_without_traceback(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+
+
+def test_info_names_versions_and_backend(capsys):
+    assert main(["info"]) == 0
+    output = capsys.readouterr().out
+    assert f"torch {torch.__version__}" in output
+    assert "backend 'auto' picks:" in output
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli(
+        ["train", "--dataset", "mnist", "--data-dir", str(empty), "--epochs", "1", "--out", str(tmp_path / "run")],
+        tmp_path,
+    )
+    assert result.returncode == 1
+    assert "tritonnet: error:" in result.stderr and "not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@needs_fashion
+def test_train_writes_history_checkpoint_and_figure(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(train_args(out, 1), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "dataset: fashion-mnist" in result.stderr
+    history = json.loads((out / "history.json").read_text())
+    assert history["dataset"] == "fashion-mnist" and len(history["history"]) == 1
+    assert (out / "history.csv").read_text().startswith("epoch,train_loss,test_loss,test_accuracy,train_seconds")
+    assert (out / "fashion-mnist_loss_accuracy.png").read_bytes().startswith(b"\x89PNG")
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+
+
+@needs_fashion
+def test_sweep_writes_one_run_per_rate_and_a_figure(tmp_path):
+    out = tmp_path / "sweep"
+    result = run_cli(
+        ["sweep", *SUBSET, "--lrs", "0.5,0.01", "--epochs", "1", "--backend", "reference",
+         "--no-progress", "--out", str(out)],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "sweep.json").read_text())
+    assert set(summary["histories"]) == {"0.5", "0.01"}
+    assert (out / "lr_0.5" / "checkpoint.pt").is_file() and (out / "lr_0.01" / "checkpoint.pt").is_file()
+    assert (out / "fashion-mnist_lr_sweep.png").read_bytes().startswith(b"\x89PNG")
+
+
+@needs_fashion
+def test_sigkill_then_resume_ends_bit_identical(tmp_path):
+    epochs = 5
+    uninterrupted = tmp_path / "uninterrupted"
+    assert run_cli(train_args(uninterrupted, epochs), tmp_path).returncode == 0
+
+    killed = tmp_path / "killed"
+    process = start_cli(train_args(killed, epochs), tmp_path)
+    wait_for_epochs(killed, 2, process)
+    process.send_signal(signal.SIGKILL)  # no handler runs: only what is on disk survives
+    process.wait(timeout=60)
+    state = load_checkpoint(killed / "checkpoint.pt")
+    assert 2 <= state["epoch"] < epochs, "the kill should land mid-run"
+
+    resumed = run_cli([*train_args(killed, epochs), "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_parameters(uninterrupted, killed)
+
+
+@needs_fashion
+def test_ctrl_c_saves_a_checkpoint_and_resume_ends_bit_identical(tmp_path):
+    epochs = 4
+    uninterrupted = tmp_path / "uninterrupted"
+    assert run_cli(train_args(uninterrupted, epochs), tmp_path).returncode == 0
+
+    interrupted = tmp_path / "interrupted"
+    process = start_cli(train_args(interrupted, epochs), tmp_path)
+    wait_for_epochs(interrupted, 1, process)
+    process.send_signal(signal.SIGINT)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 130, error
+    assert "checkpoint saved" in error and "Traceback" not in error
+
+    resumed = run_cli([*train_args(interrupted, epochs), "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_parameters(uninterrupted, interrupted)

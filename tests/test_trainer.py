@@ -1,0 +1,139 @@
+"""The training loop: learning, determinism, checkpoints, resume, and non-finite losses.
+
+These run on the CPU reference path (the kernels have their own tests): the
+trainer's job is the loop around the steps, and the reference makes it exact and
+fast enough to train for real here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tritonnet.backend import use_backend
+from tritonnet.checkpoint import load_checkpoint
+from tritonnet.datasets import Dataset, load_dataset
+from tritonnet.model import MLP
+from tritonnet.trainer import NonFiniteLossError, TrainConfig, train
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(
+    not FASHION_DIR.is_dir(),
+    reason="needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)",
+)
+
+SMALL_SIZES = (20, 16, 10)
+
+
+@pytest.fixture(autouse=True)
+def _reference_backend():
+    with use_backend("reference"):
+        yield
+
+
+def synthetic_dataset(train_rows: int = 300, test_rows: int = 100) -> Dataset:
+    """A learnable toy problem: the class is the arg-max of the first 10 features."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(train_rows + test_rows, SMALL_SIZES[0], generator=generator)
+    labels = images[:, :10].argmax(dim=1)
+    return Dataset(
+        name="synthetic",
+        train_images=images[:train_rows],
+        train_labels=labels[:train_rows],
+        test_images=images[train_rows:],
+        test_labels=labels[train_rows:],
+        mean=0.0,
+        std=1.0,
+        source=Path("memory"),
+    )
+
+
+def config(**overrides) -> TrainConfig:
+    settings = dict(epochs=3, batch_size=32, lr=0.5, sizes=SMALL_SIZES, progress=False)
+    return TrainConfig(**{**settings, **overrides})
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def test_history_files_and_checkpoint(tmp_path):
+    result = train(config(), synthetic_dataset(), tmp_path, log=quiet)
+    assert [record["epoch"] for record in result.history] == [1, 2, 3]
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["dataset"] == "synthetic" and saved["history"] == result.history
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert lines[0] == "epoch,train_loss,test_loss,test_accuracy,train_seconds" and len(lines) == 4
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 3 and state["step"] == 0
+    assert all(record["train_seconds"] > 0 for record in result.history)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_same_seed_same_numbers(tmp_path):
+    first = train(config(), synthetic_dataset(), tmp_path / "a", log=quiet).history
+    second = train(config(), synthetic_dataset(), tmp_path / "b", log=quiet).history
+    strip = lambda history: [{k: v for k, v in r.items() if k != "train_seconds"} for r in history]  # noqa: E731
+    assert strip(first) == strip(second)
+    other_seed = train(config(seed=2), synthetic_dataset(), tmp_path / "c", log=quiet).history
+    assert strip(other_seed) != strip(first)
+
+
+def test_resume_continues_bit_identically(tmp_path):
+    dataset = synthetic_dataset()
+    train(config(epochs=4), dataset, tmp_path / "full", log=quiet)
+    train(config(epochs=2), dataset, tmp_path / "split", log=quiet)
+    train(config(epochs=4), dataset, tmp_path / "split", resume=True, log=quiet)
+    full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    for key, value in full["parameters"].items():
+        assert torch.equal(value, split["parameters"][key]), key
+    assert [r["test_loss"] for r in full["history"]] == [r["test_loss"] for r in split["history"]]
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
+    dataset = synthetic_dataset()
+    train(config(epochs=1), dataset, tmp_path, log=quiet)
+    with pytest.raises(ValueError, match="another run"):
+        train(config(epochs=2, lr=0.25), dataset, tmp_path, resume=True, log=quiet)
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, monkeypatch):
+    real_step = MLP.train_step
+    calls = []
+
+    def step_that_fails_at_the_fifteenth_call(self, x, labels):
+        calls.append(1)
+        loss = real_step(self, x, labels)
+        return loss * float("nan") if len(calls) == 15 else loss
+
+    monkeypatch.setattr(MLP, "train_step", step_that_fails_at_the_fifteenth_call)
+    # 300 rows in batches of 32: 10 steps an epoch, so call 15 is epoch 2, step 5.
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 5\b"):
+        train(config(epochs=3), synthetic_dataset(), tmp_path, log=quiet)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def test_non_finite_loss_can_be_allowed(tmp_path):
+    result = train(
+        config(epochs=1, lr=1e38, grad_scale="none", stop_on_nonfinite=False),
+        synthetic_dataset(),
+        tmp_path,
+        log=quiet,
+    )
+    assert len(result.history) == 1
+
+
+@needs_fashion
+def test_short_training_on_fashion_mnist_learns(tmp_path):
+    dataset = load_dataset("fashion-mnist", download=False, limit_train=6000, limit_test=1000)
+    result = train(
+        TrainConfig(epochs=2, batch_size=64, lr=0.5, progress=False), dataset, tmp_path, log=quiet
+    )
+    # 10 classes: chance is 10%. Two epochs on a tenth of the data reach about 75%;
+    # 65% leaves room for seeds while proving the network learned.
+    assert result.history[-1]["test_accuracy"] >= 0.65
