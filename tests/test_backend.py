@@ -1,0 +1,62 @@
+"""The dispatch point: which backend runs where, and how a wrong choice is reported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import tritonnet
+from tritonnet import backend
+
+
+def test_set_backend_validates_and_use_backend_restores():
+    assert tritonnet.get_backend() == "auto"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        tritonnet.set_backend("cuda")
+    with tritonnet.use_backend("reference"):
+        assert tritonnet.get_backend() == "reference"
+        with pytest.raises(ValueError):
+            with tritonnet.use_backend("numpy"):
+                pass
+        assert tritonnet.get_backend() == "reference"
+    assert tritonnet.get_backend() == "auto"
+
+
+def test_reference_is_picked_by_name():
+    with tritonnet.use_backend("reference"):
+        assert backend.ops_for(torch.zeros(1)).__name__ == "tritonnet.reference"
+
+
+def test_auto_on_cpu_follows_the_interpreter(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert backend.resolve_backend(cpu, "auto") == "reference"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    expected = "triton" if backend.triton_available() else "reference"
+    assert backend.resolve_backend(cpu, "auto") == expected
+
+
+def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="cannot run on device cpu.*TRITON_INTERPRET=1"):
+        backend.resolve_backend(torch.device("cpu"), "triton")
+
+
+def test_tensors_on_two_devices_are_refused():
+    with pytest.raises(ValueError, match="one device"):
+        backend.ops_for(torch.zeros(1), torch.zeros(1, device="meta"))
+
+
+def test_import_touches_neither_triton_nor_cuda():
+    # A fresh interpreter: importing tritonnet (and making a network) must not
+    # import triton or initialize CUDA, so it works on machines without either.
+    code = (
+        "import sys, torch, tritonnet\n"
+        "tritonnet.MLP(64, 0.1)\n"
+        "assert 'triton' not in sys.modules, 'triton imported'\n"
+        "assert not torch.cuda.is_initialized(), 'CUDA initialized'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
