@@ -16,6 +16,7 @@ Backends:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import os
@@ -34,8 +35,13 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+@functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
-    """Whether the triton package can be imported, without importing it."""
+    """Whether the triton package can be imported, without importing it.
+
+    Cached: the dispatch point asks at every operation, and a module search on
+    disk costs more than a small CPU matmul.
+    """
     return importlib.util.find_spec("triton") is not None
 
 
