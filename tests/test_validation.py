@@ -1,0 +1,99 @@
+"""A catalog of bad inputs at the public entry points, each with its expected error.
+
+Every case must raise the documented exception type with a message that names the
+argument and says what came in: never a crash inside a kernel, a hang, or a
+silently wrong answer.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tritonnet
+from tritonnet.datasets import load_dataset
+
+SIZES = (6, 5, 4)
+
+
+def linear() -> tritonnet.Linear:
+    return tritonnet.Linear(6, 5, 4)
+
+
+def linear_after_forward() -> tritonnet.Linear:
+    layer = linear()
+    layer.forward(torch.randn(4, 6))
+    return layer
+
+
+def mlp() -> tritonnet.MLP:
+    return tritonnet.MLP(4, 0.1, SIZES)
+
+
+CATALOG = [
+    # (case, call, exception, message pattern)
+    ("Linear in_features 0", lambda: tritonnet.Linear(0, 5, 4), ValueError, r"in_features.*positive.*0"),
+    ("Linear out_features float", lambda: tritonnet.Linear(6, 2.5, 4), ValueError, r"out_features.*2\.5"),
+    ("Linear batch_size bool", lambda: tritonnet.Linear(6, 5, True), ValueError, r"batch_size.*True"),
+    ("Linear negative lr", lambda: tritonnet.Linear(6, 5, 4, lr=-0.1), ValueError, r"lr.*-0\.1"),
+    ("Linear nan lr", lambda: tritonnet.Linear(6, 5, 4, lr=float("nan")), ValueError, r"lr.*nan"),
+    ("Linear unknown grad_scale", lambda: tritonnet.Linear(6, 5, 4, grad_scale="mean"), ValueError, r"grad_scale.*'mean'"),
+    ("Linear integer dtype", lambda: tritonnet.Linear(6, 5, 4, dtype=torch.int32), TypeError, r"dtype.*int32"),
+    ("forward 1-D input", lambda: linear().forward(torch.randn(6)), ValueError, r"input.*2-D.*\(6,\)"),
+    ("forward wrong columns", lambda: linear().forward(torch.randn(4, 7)), ValueError, r"input.*6 columns.*\(4, 7\)"),
+    ("forward integer input", lambda: linear().forward(torch.ones(4, 6, dtype=torch.int64)), TypeError, r"input.*floating.*int64"),
+    ("forward dtype mismatch", lambda: linear().forward(torch.randn(4, 6, dtype=torch.float64)), TypeError, r"input torch.float64.*weight torch.float32"),
+    ("forward device mismatch", lambda: linear().forward(torch.randn(4, 6, device="meta")), ValueError, r"input on meta.*weight on cpu"),
+    ("forward not a tensor", lambda: linear().forward([[1.0] * 6]), TypeError, r"input.*torch.Tensor.*list"),
+    ("backward before forward", lambda: linear().backward(torch.randn(4, 5)), RuntimeError, r"before forward"),
+    ("backward batch mismatch", lambda: linear_after_forward().backward(torch.randn(3, 5)), ValueError, r"grad_output.*4 rows.*\(3, 5\)"),
+    ("backward wrong columns", lambda: linear_after_forward().backward(torch.randn(4, 6)), ValueError, r"grad_output.*5 columns"),
+    ("update before backward", lambda: linear().update(), RuntimeError, r"before backward"),
+    ("Sigmoid wrong columns", lambda: tritonnet.Sigmoid(5, 4).forward(torch.randn(4, 3)), ValueError, r"input.*5 columns"),
+    ("Softmax 3-D", lambda: tritonnet.Softmax(torch.randn(2, 3, 4)), ValueError, r"input.*2-D.*\(2, 3, 4\)"),
+    ("Softmax integer", lambda: tritonnet.Softmax(torch.ones(2, 3, dtype=torch.int32)), TypeError, r"input.*int32"),
+    ("compute_loss shape mismatch", lambda: tritonnet.compute_loss(torch.zeros(4, 3), torch.zeros(4, 5)), ValueError, r"target_onehot.*5 columns.*\(4, 3\)"),
+    ("compute_gradient rows mismatch", lambda: tritonnet.compute_gradient(torch.zeros(3, 5), torch.zeros(4, 5)), ValueError, r"target_onehot.*4 rows"),
+    ("MLP one size", lambda: tritonnet.MLP(4, 0.1, (784,)), ValueError, r"sizes.*\(784,\)"),
+    ("MLP zero size", lambda: tritonnet.MLP(4, 0.1, (784, 0, 10)), ValueError, r"sizes.*0"),
+    ("train_step float labels", lambda: mlp().train_step(torch.randn(4, 6), torch.zeros(4)), TypeError, r"labels.*integer.*float32"),
+    ("train_step labels shape", lambda: mlp().train_step(torch.randn(4, 6), torch.zeros(4, 1, dtype=torch.int64)), ValueError, r"labels.*\(4,\).*\(4, 1\)"),
+    ("train_step label too large", lambda: mlp().train_step(torch.randn(4, 6), torch.tensor([0, 1, 4, 2])), ValueError, r"labels.*\[0, 4\).*0 to 4"),
+    ("train_step negative label", lambda: mlp().train_step(torch.randn(4, 6), torch.tensor([0, -1, 3, 2])), ValueError, r"labels.*-1"),
+    ("MLP backward before forward", lambda: mlp().backward(torch.zeros(4, 4)), RuntimeError, r"before forward"),
+    ("load_state_dict missing key", lambda: mlp().load_state_dict({}), ValueError, r"linears.0.weight"),
+    ("set_backend unknown", lambda: tritonnet.set_backend("cuda"), ValueError, r"backend.*'cuda'"),
+    ("load_dataset unknown", lambda: load_dataset("cifar10"), ValueError, r"name.*'cifar10'"),
+    ("load_dataset limit 0", lambda: load_dataset("fashion-mnist", limit_train=0), ValueError, r"limit_train.*0"),
+]
+
+
+@pytest.mark.parametrize("call,exception,pattern", [c[1:] for c in CATALOG], ids=[c[0] for c in CATALOG])
+def test_bad_input_is_named(call, exception, pattern):
+    # The checks run at the entry, before dispatch; the reference keeps this fast.
+    with tritonnet.use_backend("reference"), pytest.raises(exception, match=pattern):
+        call()
+
+
+def test_catalog_is_large_enough():
+    assert len(CATALOG) >= 20
+
+
+def test_empty_batch_gives_empty_outputs(backend):
+    layer = linear()
+    output = layer.forward(torch.empty(0, 6))
+    assert output.shape == (0, 5)
+    assert layer.backward(torch.empty(0, 5)).shape == (0, 6)
+    assert torch.equal(layer.grad_weight, torch.zeros(6, 5))
+    assert tritonnet.MLP(4, 0.1, SIZES).forward(torch.empty(0, 6)).shape == (0, 4)
+
+
+def test_nan_input_propagates_as_in_torch(backend):
+    # Documented: NaN and Inf are not checked for (that would read the data back
+    # at every call); they propagate to the outputs of their rows, as in torch.
+    model = mlp()
+    x = torch.randn(4, 6)
+    x[1, 2] = float("nan")
+    probabilities = model.forward(x)
+    assert torch.isnan(probabilities[1]).all()
+    assert torch.isfinite(probabilities[[0, 2, 3]]).all()
