@@ -1,0 +1,298 @@
+"""tritonnet.functional against torch.autograd in float64, on each backend.
+
+The oracle is PyTorch's own functional API (`F.linear`, `torch.sigmoid`,
+`torch.softmax`, `F.cross_entropy`) in float64. Tolerances for fp32 results: 1e-5,
+several times the rounding of fp32 sums over the few dozen terms these shapes
+have. Interpreted kernels are slow, so the shapes stay small.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tritonnet import functional
+from tritonnet.backend import ops_for, use_backend
+from tritonnet.nn import MLP
+
+FP32_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
+
+
+@pytest.fixture
+def reference():
+    """The reference path alone: the kernels have no float64 or autocast-on-CPU story."""
+    with use_backend("reference"):
+        yield
+
+
+def forward_and_grads(fn, inputs, probe):
+    """`fn(*inputs)` and the gradients of `(output * probe).sum()` for every input
+    that requires grad. A random probe keeps errors from cancelling in a plain sum."""
+    output = fn(*inputs)
+    differentiable = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+    grads = torch.autograd.grad((output * probe).sum(), differentiable)
+    return output, grads
+
+
+def float64_copies(*tensors):
+    return tuple(
+        None if t is None else t.detach().double().requires_grad_(t.requires_grad) for t in tensors
+    )
+
+
+def sigmoid_linear_oracle(x, weight, bias):
+    return torch.sigmoid(F.linear(x, weight, bias))
+
+
+def assert_matches_oracle(ours, oracle, inputs, output_shape, tolerance=FP32_TOLERANCE):
+    probe = torch.randn(output_shape)
+    output, grads = forward_and_grads(ours, inputs, probe)
+    expected, expected_grads = forward_and_grads(oracle, float64_copies(*inputs), probe.double())
+    torch.testing.assert_close(output, expected.to(output.dtype), **tolerance)
+    assert len(grads) == len(expected_grads)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad.to(grad.dtype), **tolerance)
+
+
+# --- linear and linear_sigmoid ----------------------------------------------------
+
+
+@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize(
+    "ours, oracle",
+    [(functional.linear, F.linear), (functional.linear_sigmoid, sigmoid_linear_oracle)],
+    ids=["linear", "linear_sigmoid"],
+)
+def test_linear_gradcheck_float64(reference, ours, oracle, use_bias):
+    x = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True) if use_bias else None
+    inputs = (x, weight, bias) if use_bias else (x, weight)
+    assert torch.autograd.gradcheck(lambda *args: ours(*args) if use_bias else ours(*args, None), inputs)
+    torch.testing.assert_close(ours(x, weight, bias), oracle(x, weight, bias))
+
+
+@pytest.mark.parametrize("x_layout", ["contiguous", "transposed", "leading-dims"])
+@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize(
+    "ours, oracle",
+    [(functional.linear, F.linear), (functional.linear_sigmoid, sigmoid_linear_oracle)],
+    ids=["linear", "linear_sigmoid"],
+)
+def test_linear_matches_torch(backend, ours, oracle, use_bias, x_layout):
+    in_features, out_features = 17, 19
+    if x_layout == "transposed":
+        x = torch.randn(in_features, 6).t()
+    elif x_layout == "leading-dims":
+        x = torch.randn(2, 3, in_features)
+    else:
+        x = torch.randn(6, in_features)
+    x.requires_grad_(True)
+    weight = torch.randn(out_features, in_features, requires_grad=True)
+    bias = torch.randn(out_features, requires_grad=True) if use_bias else None
+    output_shape = x.shape[:-1] + (out_features,)
+    assert_matches_oracle(ours, oracle, (x, weight, bias), output_shape)
+
+
+def test_linear_of_a_vector_drops_the_row_dimension(backend):
+    x, weight, bias = torch.randn(5), torch.randn(3, 5), torch.randn(3)
+    output = functional.linear_sigmoid(x, weight, bias)
+    assert output.shape == (3,)
+    torch.testing.assert_close(output, torch.sigmoid(F.linear(x, weight, bias)), **FP32_TOLERANCE)
+
+
+# --- softmax and cross-entropy --------------------------------------------------------
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2, -1])
+def test_softmax_matches_torch(backend, dim):
+    x = torch.randn(4, 5, 6, requires_grad=True)
+    assert_matches_oracle(
+        lambda t: functional.softmax(t, dim), lambda t: torch.softmax(t, dim), (x,), x.shape
+    )
+
+
+def test_softmax_of_float64_follows_float64_autograd(reference):
+    # The reference softmax computes in fp32 whatever the input, so gradcheck's
+    # finite differences (steps of 1e-6) cannot see float64 detail: the backward is
+    # compared with float64 autograd at fp32 accuracy instead.
+    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    assert_matches_oracle(functional.softmax, lambda t: torch.softmax(t, -1), (x,), x.shape)
+
+
+def logits_with_a_very_negative_target() -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits whose first row gives its target a probability that underflows to 0."""
+    logits = torch.randn(7, 5)
+    target = torch.randint(0, 5, (7,))
+    logits[0, target[0]] = -1e4
+    return logits, target
+
+
+def test_cross_entropy_matches_torch(backend):
+    logits, target = logits_with_a_very_negative_target()
+    logits.requires_grad_(True)
+    # The loss is about 1e4 / 7: the relative tolerance covers it.
+    assert_matches_oracle(
+        lambda z: functional.cross_entropy(z, target),
+        lambda z: F.cross_entropy(z, target),
+        (logits,),
+        (),
+    )
+    assert torch.isfinite(functional.cross_entropy(logits, target))
+
+
+def test_cross_entropy_flattens_leading_dimensions(backend):
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    target = torch.randint(0, 5, (2, 3))
+    assert_matches_oracle(
+        lambda z: functional.cross_entropy(z, target),
+        lambda z: F.cross_entropy(z.reshape(6, 5), target.reshape(6)),
+        (logits,),
+        (),
+    )
+
+
+@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no-bias"])
+def test_linear_cross_entropy_matches_torch(backend, use_bias):
+    x = torch.randn(2, 4, 17, requires_grad=True)
+    weight = torch.randn(5, 17, requires_grad=True)
+    bias = torch.randn(5, requires_grad=True) if use_bias else None
+    target = torch.randint(0, 5, (2, 4))
+    assert_matches_oracle(
+        lambda *args: functional.linear_cross_entropy(*args, target),
+        lambda x, w, b: F.cross_entropy(F.linear(x, w, b).reshape(8, 5), target.reshape(8)),
+        (x, weight, bias),
+        (),
+    )
+
+
+def test_loss_gradient_follows_the_incoming_gradient(backend):
+    # Autograd hands the loss's backward a gradient other than 1 when the loss is
+    # scaled; the fused backward must multiply by it.
+    x = torch.randn(6, 8, requires_grad=True)
+    weight = torch.randn(3, 8, requires_grad=True)
+    target = torch.randint(0, 3, (6,))
+    assert_matches_oracle(
+        lambda x, w: 2.5 * functional.linear_cross_entropy(x, w, None, target),
+        lambda x, w: 2.5 * F.cross_entropy(F.linear(x, w), target),
+        (x, weight),
+        (),
+    )
+
+
+# --- gradients autograd does not ask for are not computed -------------------------------
+
+
+@pytest.fixture
+def backward_calls(monkeypatch):
+    """Records the `need_grad_input` and `need_grad_bias` of every linear_backward call
+    on the selected backend, which still does the work."""
+    ops = ops_for(torch.empty(0))
+    calls = []
+    original = ops.linear_backward
+
+    def spy(*args, need_grad_input, need_grad_bias, **kwargs):
+        calls.append((need_grad_input, need_grad_bias))
+        return original(*args, need_grad_input=need_grad_input, need_grad_bias=need_grad_bias, **kwargs)
+
+    monkeypatch.setattr(ops, "linear_backward", spy)
+    return calls
+
+
+@pytest.mark.parametrize("input_requires_grad", [False, True])
+def test_grad_input_only_when_the_input_requires_grad(backend, backward_calls, input_requires_grad):
+    x = torch.randn(4, 6, requires_grad=input_requires_grad)
+    weight = torch.randn(3, 6, requires_grad=True)
+    bias = torch.randn(3, requires_grad=True)
+    functional.linear_sigmoid(x, weight, bias).sum().backward()
+    assert backward_calls == [(input_requires_grad, True)]
+    assert (x.grad is not None) == input_requires_grad
+    assert weight.grad is not None and bias.grad is not None
+
+
+def test_no_grad_bias_without_a_bias(backend, backward_calls):
+    x = torch.randn(4, 6)
+    weight = torch.randn(3, 6, requires_grad=True)
+    target = torch.randint(0, 3, (4,))
+    functional.linear_cross_entropy(x, weight, None, target).backward()
+    assert backward_calls == [(False, False)]
+
+
+def test_mlp_skips_only_the_images_gradient(backend, backward_calls):
+    model = MLP((6, 5, 4, 3))
+    images = torch.randn(4, 6)
+    model.loss(images, torch.randint(0, 3, (4,))).backward()
+    # Backward runs from the output layer to the first; only the first has no
+    # input that needs a gradient.
+    assert backward_calls == [(True, True), (True, True), (False, True)]
+
+
+def test_no_grad_records_nothing(backend, backward_calls):
+    weight = torch.randn(3, 6, requires_grad=True)
+    with torch.no_grad():
+        output = functional.linear_sigmoid(torch.randn(4, 6), weight, None)
+    assert output.grad_fn is None and not output.requires_grad
+
+
+# --- autocast -----------------------------------------------------------------
+
+
+def test_linear_under_cpu_autocast_runs_in_bfloat16(reference):
+    x = torch.randn(6, 17, requires_grad=True)
+    weight = torch.randn(5, 17, requires_grad=True)
+    bias = torch.randn(5, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = functional.linear_sigmoid(x, weight, bias)
+        expected_dtype = F.linear(x, weight, bias).dtype
+    assert output.dtype == expected_dtype == torch.bfloat16
+    probe = torch.randn(output.shape)
+    grads = torch.autograd.grad((output.float() * probe).sum(), (x, weight, bias))
+    assert [g.dtype for g in grads] == [torch.float32] * 3
+
+    # The oracle: float64 from the bf16-rounded inputs. The output is rounded to
+    # bf16's 8 significant bits (0.4%). The gradients also go through the saved
+    # bf16 output: near saturation `1 - s` has an absolute error up to 2^-9, a large
+    # relative one, so they get an absolute tolerance of a few such errors times
+    # the size of the terms summed (probe and weights of about 1, 5 or 6 terms).
+    rounded = [t.detach().bfloat16().double().requires_grad_(True) for t in (x, weight, bias)]
+    expected = sigmoid_linear_oracle(*rounded)
+    expected_grads = torch.autograd.grad((expected * probe.double()).sum(), rounded)
+    torch.testing.assert_close(output.double(), expected, rtol=1e-2, atol=1e-2)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad.double(), expected_grad, rtol=2e-2, atol=3e-2)
+
+
+# --- argument checks -----------------------------------------------------------
+
+
+def _bad_calls():
+    x, weight, bias = torch.randn(4, 6), torch.randn(3, 6), torch.randn(3)
+    target = torch.tensor([0, 1, 2, 0])
+    cases = [
+        ("x must be a torch.Tensor", TypeError, lambda: functional.linear([1.0], weight, bias)),
+        ("x must have a floating dtype", TypeError, lambda: functional.linear(x.long(), weight)),
+        ("x must have at least 1 dimension", ValueError, lambda: functional.linear(x[0, 0], weight)),
+        ("weight must have 6 columns", ValueError, lambda: functional.linear(x, weight.t())),
+        ("weight must be 2-D", ValueError, lambda: functional.linear(x, weight[0])),
+        ("bias must have shape (3,)", ValueError, lambda: functional.linear(x, weight, bias[:2])),
+        ("tensors must share one dtype", TypeError, lambda: functional.linear(x, weight.double())),
+        ("dim must be an integer in [-2, 2)", ValueError, lambda: functional.softmax(x, 2)),
+        ("target must have shape (4,)", ValueError, lambda: functional.cross_entropy(x, target[:3])),
+        ("target must hold integer", TypeError, lambda: functional.cross_entropy(x, target.float())),
+        ("target must lie in [0, 6)", ValueError, lambda: functional.cross_entropy(x, target + 6)),
+        (
+            "target must lie in [0, 3)",
+            ValueError,
+            lambda: functional.linear_cross_entropy(x, weight, bias, target - 1),
+        ),
+    ]
+    return [pytest.param(message, error, call, id=message) for message, error, call in cases]
+
+
+@pytest.mark.parametrize("message, error, call", _bad_calls())
+def test_bad_arguments_are_named(message, error, call):
+    with pytest.raises(error, match=re.escape(message)):
+        call()

@@ -1,0 +1,143 @@
+"""A drop-in functional API in PyTorch's conventions, on tritonnet's fused operations.
+
+Weights have nn.Linear's layout, `[out_features, in_features]`, and every function
+is differentiable: the forward runs one fused operation, the backward calls
+`linear_backward` from the same backend (see `tritonnet.library_ops`, which also
+makes these functions traceable by `torch.compile` without a graph break).
+
+- Leading dimensions: inputs `[..., features]` are flattened to rows and the
+  result is shaped back, as `torch.nn.functional.linear` does.
+- Gradients: only those autograd asks for are computed; an input that does not
+  require grad costs no `grad_input` product.
+- `torch.autocast`: `linear`, `linear_sigmoid` and the fused output layer run in
+  the autocast dtype (bf16 or fp16), as torch's own matmuls do; the kernels
+  accumulate in fp32 and round once. Softmax and cross-entropy compute in fp32
+  whatever their input dtype, and the loss is always fp32.
+- Not supported: double backward, and cross-entropy options (class weights,
+  `ignore_index`, label smoothing, reductions other than the mean).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tritonnet import checks
+from tritonnet import library_ops  # noqa: F401  (registers the torch.ops.tritonnet ops)
+
+
+def _to_autocast_dtype(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """Cast to the autocast dtype where autocast is on for these tensors' device."""
+    device_type = tensors[0].device.type
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
+
+
+def _check_linear_arguments(
+    x: object, weight: object, bias: object
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    x = checks.check_float_tensor("x", x)
+    if x.dim() < 1:
+        raise ValueError("x must have at least 1 dimension [..., in_features], got a 0-dim tensor")
+    weight = checks.check_matrix("weight", weight, cols=x.shape[-1])
+    if bias is not None:
+        bias = checks.check_float_tensor("bias", bias)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(
+                f"bias must have shape ({weight.shape[0]},) (weight's out_features), "
+                f"got {tuple(bias.shape)}"
+            )
+    checks.check_same_device(x=x, weight=weight, bias=bias)
+    x, weight, bias = _to_autocast_dtype(x, weight, bias)
+    checks.check_same_dtype(x=x, weight=weight, bias=bias)
+    return x, weight, bias
+
+
+def _check_target(target: object, logits_shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """Class indices shaped like the logits without their class dimension, as int64."""
+    target = checks.check_tensor("target", target)
+    if target.shape != logits_shape[:-1]:
+        raise ValueError(
+            f"target must have shape {tuple(logits_shape[:-1])} (the logits without their "
+            f"class dimension, which is the last), got {tuple(target.shape)}"
+        )
+    if target.device != device:
+        raise ValueError(f"target must be on the logits' device {device}, got {target.device}")
+    # Reading the values back would wait for a GPU, and cannot be traced by
+    # torch.compile; there an index out of range fails inside the operation.
+    check_range = target.device.type == "cpu" and not torch.compiler.is_compiling()
+    rows = target.reshape(-1)
+    checks.check_labels("target", rows, rows.shape[0], logits_shape[-1], check_range=check_range)
+    return rows.long()
+
+
+def _linear(x: object, weight: object, bias: object, activation: str) -> torch.Tensor:
+    x, weight, bias = _check_linear_arguments(x, weight, bias)
+    rows = x.reshape(-1, x.shape[-1])
+    output = torch.ops.tritonnet.linear(rows, weight, bias, activation)
+    return output.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`x @ weight.T + bias`, as `torch.nn.functional.linear`; weight `[out, in]`."""
+    return _linear(x, weight, bias, "none")
+
+
+def linear_sigmoid(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`sigmoid(x @ weight.T + bias)` in one fused operation; weight `[out, in]`.
+
+    The backward reads the saved output, `s * (1 - s)`, rather than recomputing it.
+    """
+    return _linear(x, weight, bias, "sigmoid")
+
+
+def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax over dimension `dim`, stable for any logits (the max is subtracted first)."""
+    x = checks.check_float_tensor("x", x)
+    if x.dim() < 1:
+        raise ValueError("x must have at least 1 dimension, got a 0-dim tensor")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -x.dim() <= dim < x.dim():
+        raise ValueError(
+            f"dim must be an integer in [{-x.dim()}, {x.dim()}) for x of shape "
+            f"{tuple(x.shape)}, got {dim!r}"
+        )
+    # The operation works on contiguous rows: the softmax dimension goes last.
+    moved = x.movedim(dim, -1)
+    rows = moved.reshape(-1, moved.shape[-1]).contiguous()
+    probabilities = torch.ops.tritonnet.softmax(rows)
+    return probabilities.reshape(moved.shape).movedim(-1, dim)
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of `logits` `[..., classes]` against class indices `[...]`.
+
+    Equal to `torch.nn.functional.cross_entropy` for 2-D logits. Classes are the
+    last dimension (torch puts them on dimension 1 when there are more than two).
+    The loss is fp32 and finite for any finite logits.
+    """
+    logits = checks.check_float_tensor("logits", logits)
+    if logits.dim() < 1:
+        raise ValueError("logits must have at least 1 dimension [..., classes], got a 0-dim tensor")
+    target = _check_target(target, logits.shape, logits.device)
+    rows = logits.reshape(-1, logits.shape[-1]).contiguous()
+    loss, _ = torch.ops.tritonnet.cross_entropy(rows, target)
+    return loss
+
+
+def linear_cross_entropy(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor
+) -> torch.Tensor:
+    """`cross_entropy(linear(x, weight, bias), target)` as one fused output layer.
+
+    The logits, the softmax, the mean loss and its gradient come from one operation
+    (one kernel launch on the Triton backend for up to a block of classes), and
+    the logits are never handed back.
+    """
+    x, weight, bias = _check_linear_arguments(x, weight, bias)
+    target = _check_target(target, x.shape[:-1] + (weight.shape[0],), x.device)
+    rows = x.reshape(-1, x.shape[-1])
+    loss, _, _ = torch.ops.tritonnet.linear_cross_entropy(rows, weight, bias, target)
+    return loss

@@ -1,0 +1,238 @@
+"""tritonnet's operations as `torch.library` custom ops, differentiable and traceable.
+
+`tritonnet.functional` calls these ops, never the backends directly, for two
+reasons:
+- **Autograd.** Each forward op has its backward registered with
+  `register_autograd`, which wraps the pair in an `autograd.Function`: the forward
+  runs the fused op, the backward calls `linear_backward` from the same backend.
+- **torch.compile.** Dynamo cannot look inside a Triton launch, and would break the
+  graph at every call. A custom op is one opaque node with a fake implementation
+  (`register_fake`) that gives the output shapes and dtypes, so `torch.compile`
+  traces a whole model, forward and backward, in one graph.
+
+The ops are `custom_op`s, not `triton_op`s: their bodies dispatch at run time through
+`tritonnet.backend.ops_for` (Triton or the PyTorch reference, by device and the
+selected backend), and the Triton launchers call their kernels directly. Inductor
+therefore calls them as they are and does not fuse into them.
+
+Conventions: inputs are 2-D (`tritonnet.functional` flattens leading dimensions
+and validates the arguments first); weights have nn.Linear's layout
+`[out_features, in_features]` and reach the backends as the strided view
+`weight.t()`, without a copy. Every real implementation returns contiguous tensors,
+as its fake implementation promises: compiled code indexes the outputs with the
+fake strides.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tritonnet.backend import ops_for
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for half-precision tensors, their own dtype for fp32 and fp64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+# --- linear (+ sigmoid) ---------------------------------------------------------
+
+
+@torch.library.custom_op("tritonnet::linear", mutates_args=())
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str
+) -> torch.Tensor:
+    """`activation(x @ weight.T + bias)` for x `[M, in]`, weight `[out, in]`."""
+    return ops_for(x, weight, bias).linear_forward(x, weight.t(), bias, activation)
+
+
+@linear.register_fake
+def _linear_fake(x, weight, bias, activation):
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
+# `Tensor?` outputs: a gradient that is not needed is not computed, and comes back
+# as None. Type annotations cannot say that yet, so the schema is written out.
+@torch.library.custom_op(
+    "tritonnet::linear_backward",
+    mutates_args=(),
+    schema="(Tensor grad_output, Tensor x, Tensor weight, Tensor? output, str activation, "
+    "bool need_grad_input, bool need_grad_bias) -> (Tensor?, Tensor, Tensor?)",
+)
+def linear_backward(grad_output, x, weight, output, activation, need_grad_input, need_grad_bias):
+    """`(grad_input, grad_weight, grad_bias)` of `linear`, grad_weight `[out, in]`.
+
+    With the sigmoid, `output` is the saved forward output: the backend folds
+    `grad_output * output * (1 - output)` into its gradient products.
+    """
+    grad_input, grad_weight, grad_bias = ops_for(grad_output, x, weight, output).linear_backward(
+        grad_output,
+        x,
+        weight.t(),
+        output,
+        activation,
+        1.0,
+        need_grad_input=need_grad_input,
+        need_grad_bias=need_grad_bias,
+    )
+    # The backend returns grad_weight `[in, out]`; its transpose is nn.Linear's
+    # layout, and `.contiguous()` copies only if the backend laid it out the other way.
+    return grad_input, grad_weight.t().contiguous(), grad_bias
+
+
+@linear_backward.register_fake
+def _linear_backward_fake(grad_output, x, weight, output, activation, need_grad_input, need_grad_bias):
+    grad_input = x.new_empty(x.shape) if need_grad_input else None
+    grad_bias = weight.new_empty(weight.shape[0]) if need_grad_bias else None
+    return grad_input, weight.new_empty(weight.shape), grad_bias
+
+
+def _linear_setup_context(ctx, inputs, output):
+    x, weight, bias, activation = inputs
+    ctx.activation = activation
+    ctx.has_bias = bias is not None
+    # The sigmoid's backward reads the saved output instead of recomputing it.
+    ctx.save_for_backward(x, weight, output if activation == "sigmoid" else None)
+
+
+def _linear_autograd_backward(ctx, grad_output):
+    x, weight, output = ctx.saved_tensors
+    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    grad_input, grad_weight, grad_bias = _linear_grads(
+        grad_output, x, weight, output, ctx.activation, need_input, need_bias and ctx.has_bias
+    )
+    return grad_input, grad_weight if need_weight else None, grad_bias, None
+
+
+def _linear_grads(grad_output, x, weight, output, activation, need_input, need_bias):
+    # A gradient that autograd hands in may be a broadcast view (stride 0, from a
+    # `.sum()`, say); the backends expect plain row-major rows.
+    return torch.ops.tritonnet.linear_backward(
+        grad_output.contiguous(), x, weight, output, activation, need_input, need_bias
+    )
+
+
+linear.register_autograd(_linear_autograd_backward, setup_context=_linear_setup_context)
+
+# --- softmax ---------------------------------------------------------------------
+
+
+@torch.library.custom_op("tritonnet::softmax", mutates_args=())
+def softmax(x: torch.Tensor) -> torch.Tensor:
+    """Row-wise softmax of a contiguous `[M, N]` tensor."""
+    return ops_for(x).softmax(x)
+
+
+@softmax.register_fake
+def _softmax_fake(x):
+    return x.new_empty(x.shape)
+
+
+def _softmax_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output)
+
+
+def _softmax_autograd_backward(ctx, grad_output):
+    # The backends have no softmax-backward op: it is one row reduction and two
+    # element-wise ops, `p * (g - sum(g * p))`, left to PyTorch (and to Inductor's
+    # fusion when compiled), in fp32 for half-precision inputs.
+    (probabilities,) = ctx.saved_tensors
+    dtype = _compute_dtype(probabilities.dtype)
+    p, g = probabilities.to(dtype), grad_output.to(dtype)
+    grad_input = p * (g - (g * p).sum(dim=1, keepdim=True))
+    return grad_input.to(probabilities.dtype)
+
+
+softmax.register_autograd(_softmax_autograd_backward, setup_context=_softmax_setup_context)
+
+# --- cross-entropy on logits -------------------------------------------------------
+
+
+@torch.library.custom_op("tritonnet::cross_entropy", mutates_args=())
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(mean loss, probabilities)` for logits `[M, C]` and int64 class indices `[M]`.
+
+    The probabilities come from the backend's softmax. The backends have no
+    cross-entropy op on logits (only the one fused with the output layer), so the
+    loss, `logsumexp(z) - z[target]`, is two PyTorch row reductions in fp32 (fp64
+    for fp64 logits); it stays finite where a probability underflows to 0.
+    """
+    probabilities = ops_for(logits).softmax(logits)
+    z = logits.to(_compute_dtype(logits.dtype))
+    picked = z.gather(1, target.unsqueeze(1)).squeeze(1)
+    loss = (torch.logsumexp(z, dim=1) - picked).mean()
+    return loss, probabilities
+
+
+@cross_entropy.register_fake
+def _cross_entropy_fake(logits, target):
+    loss = logits.new_empty((), dtype=_compute_dtype(logits.dtype))
+    return loss, logits.new_empty(logits.shape)
+
+
+def _cross_entropy_setup_context(ctx, inputs, output):
+    _, target = inputs
+    _, probabilities = output
+    ctx.mark_non_differentiable(probabilities)
+    ctx.save_for_backward(probabilities, target)
+
+
+def _cross_entropy_autograd_backward(ctx, grad_loss, grad_probabilities):
+    # d(mean loss)/dz = (p - onehot(target)) / M, times the incoming gradient.
+    probabilities, target = ctx.saved_tensors
+    grad_logits = probabilities.to(_compute_dtype(probabilities.dtype), copy=True)
+    rows = torch.arange(grad_logits.shape[0], device=grad_logits.device)
+    grad_logits[rows, target] -= 1.0
+    grad_logits *= grad_loss / max(grad_logits.shape[0], 1)
+    return grad_logits.to(probabilities.dtype), None
+
+
+cross_entropy.register_autograd(
+    _cross_entropy_autograd_backward, setup_context=_cross_entropy_setup_context
+)
+
+# --- the output layer fused with softmax and cross-entropy ---------------------------
+
+
+@torch.library.custom_op("tritonnet::linear_cross_entropy", mutates_args=())
+def linear_cross_entropy(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(mean loss, probabilities, grad_logits)` of `cross_entropy(linear(x), target)`.
+
+    One backend op computes the logits, the softmax, the loss and the gradient of
+    the mean loss over the logits, `(p - onehot(target)) / M`; the backward only
+    scales that gradient and runs `linear_backward` on it.
+    """
+    probabilities, loss, grad_logits = ops_for(x, weight, bias, target).linear_cross_entropy(
+        x, weight.t(), bias, target, 1.0 / max(x.shape[0], 1)
+    )
+    return loss, probabilities, grad_logits
+
+
+@linear_cross_entropy.register_fake
+def _linear_cross_entropy_fake(x, weight, bias, target):
+    logits_shape = (x.shape[0], weight.shape[0])
+    return x.new_empty((), dtype=torch.float32), x.new_empty(logits_shape), x.new_empty(logits_shape)
+
+
+def _linear_cross_entropy_setup_context(ctx, inputs, output):
+    x, weight, bias, _ = inputs
+    _, probabilities, grad_logits = output
+    ctx.has_bias = bias is not None
+    ctx.mark_non_differentiable(probabilities, grad_logits)
+    ctx.save_for_backward(x, weight, grad_logits)
+
+
+def _linear_cross_entropy_autograd_backward(ctx, grad_loss, grad_probabilities, grad_grad_logits):
+    x, weight, grad_logits = ctx.saved_tensors
+    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    grad_input, grad_weight, grad_bias = _linear_grads(
+        grad_logits * grad_loss, x, weight, None, "none", need_input, need_bias and ctx.has_bias
+    )
+    return grad_input, grad_weight if need_weight else None, grad_bias, None
+
+
+linear_cross_entropy.register_autograd(
+    _linear_cross_entropy_autograd_backward, setup_context=_linear_cross_entropy_setup_context
+)
