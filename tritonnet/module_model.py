@@ -1,0 +1,147 @@
+"""`ModuleModel`: `tritonnet.nn.MLP` trained by torch.optim, behind the trainer's protocol.
+
+The trainer drives the exercise's `tritonnet.MLP` through `train_step`, `evaluate`,
+`state_dict`, `load_state_dict` and `lr`. This adapter offers the same protocol for
+the nn.Module twin, trained with autograd and `torch.optim.SGD`, so that both APIs
+train the same network from the same seed and can be compared run for run:
+
+- Initialization: the weights are the exercise's (`randn * sqrt(1 / in_features)`,
+  drawn by building a `tritonnet.MLP` with the same arguments), transposed into
+  nn.Linear's `[out, in]` layout. Building the module draws nothing more from the
+  random generator, so what the trainer draws next (the shuffles) is the same too.
+- `grad_scale`: the exercise scales each layer's weight and bias gradients of the
+  *summed* loss by 1/batch ("batch"), 1/in_features ("features") or 1 ("none")
+  (see `tritonnet.layers`). "batch" is the gradient of the mean loss, which is
+  what autograd computes here; for the others each layer's gradients are
+  multiplied by `batch * factor` after the backward pass.
+- `state_dict` has the exercise's keys and layout (`linears.{i}.weight` `[in, out]`),
+  so checkpoints move between the two APIs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tritonnet import checks, functional
+from tritonnet.layers import GRAD_SCALES, gradient_scale
+from tritonnet.model import EXERCISE_SIZES, MLP
+from tritonnet.nn import MLP as ModuleMLP
+
+
+class ModuleModel:
+    """The trainer's model protocol over `tritonnet.nn.MLP` and `torch.optim.SGD`.
+
+    `seed_init_from`: an exercise `MLP` whose current weights to start from, instead
+    of drawing new ones; its sizes must equal `sizes`.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        lr: float,
+        sizes: tuple[int, ...] = EXERCISE_SIZES,
+        *,
+        grad_scale: str = "batch",
+        device: torch.device | str | None = None,
+        seed_init_from: MLP | None = None,
+    ) -> None:
+        self.batch_size = checks.check_positive_int("batch_size", batch_size)
+        self.grad_scale = checks.check_choice("grad_scale", grad_scale, GRAD_SCALES)
+        lr = checks.check_learning_rate("lr", lr)
+        if seed_init_from is None:
+            seed_init_from = MLP(batch_size, lr, sizes, grad_scale=grad_scale)
+        elif not isinstance(seed_init_from, MLP):
+            raise TypeError(
+                f"seed_init_from must be a tritonnet.MLP, got {type(seed_init_from).__name__}"
+            )
+        elif tuple(seed_init_from.sizes) != tuple(sizes):
+            raise ValueError(
+                f"seed_init_from must have sizes {tuple(sizes)}, got {seed_init_from.sizes}"
+            )
+        self.sizes = tuple(seed_init_from.sizes)
+        # Built on the meta device, the module draws no initial weights of its own.
+        self.module = ModuleMLP(self.sizes, device="meta").to_empty(device=device or "cpu")
+        self.load_state_dict(seed_init_from.state_dict())
+        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=lr)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        value = checks.check_learning_rate("lr", value)
+        for group in self.optimizer.param_groups:
+            group["lr"] = value
+
+    @property
+    def device(self) -> torch.device:
+        return self.module.layers[0].weight.device
+
+    def _check_batch(self, x: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
+        x = checks.check_matrix("x", x, cols=self.sizes[0])
+        weight = self.module.layers[0].weight
+        checks.check_same_device(x=x, weight=weight)
+        checks.check_same_dtype(x=x, weight=weight)
+        # On a GPU the range check would wait for the device at every step.
+        labels = checks.check_labels(
+            "labels", labels, x.shape[0], self.sizes[-1], check_range=x.device.type == "cpu"
+        )
+        checks.check_same_device(x=x, labels=labels)
+        return x, labels
+
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One SGD step on a batch; returns its mean loss as a 0-dim tensor."""
+        x, labels = self._check_batch(x, labels)
+        self.optimizer.zero_grad()
+        loss = self.module.loss(x, labels)
+        loss.backward()
+        if self.grad_scale != "batch":
+            self._rescale_gradients(x.shape[0])
+        self.optimizer.step()
+        return loss.detach()
+
+    def _rescale_gradients(self, rows: int) -> None:
+        """From the mean loss's gradients (the sum's / rows) to the exercise's scaling."""
+        for layer in self.module.layers:
+            factor = rows * gradient_scale(self.grad_scale, rows, layer.in_features)
+            layer.weight.grad.mul_(factor)
+            layer.bias.grad.mul_(factor)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss and the number of correct predictions on a batch, as 0-dim tensors."""
+        x, labels = self._check_batch(x, labels)
+        logits = self.module(x)
+        correct = (logits.argmax(dim=1) == labels).sum()
+        return functional.cross_entropy(logits, labels), correct
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The parameters under the exercise's names and layout, as CPU tensors."""
+        state = {}
+        for index, layer in enumerate(self.module.layers):
+            state[f"linears.{index}.weight"] = layer.weight.detach().t().contiguous().cpu()
+            state[f"linears.{index}.bias"] = layer.bias.detach().cpu().clone()
+        return state
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy parameters saved by `state_dict` (either API's), checking shapes."""
+        for index, layer in enumerate(self.module.layers):
+            expected = {
+                "weight": (layer.in_features, layer.out_features),
+                "bias": (layer.out_features,),
+            }
+            for name, shape in expected.items():
+                key = f"linears.{index}.{name}"
+                if key not in state:
+                    raise ValueError(f"state is missing {key!r}")
+                if tuple(state[key].shape) != shape:
+                    raise ValueError(
+                        f"state[{key!r}] has shape {tuple(state[key].shape)}, expected {shape}"
+                    )
+            layer.weight.copy_(state[f"linears.{index}.weight"].t())
+            layer.bias.copy_(state[f"linears.{index}.bias"])
+
+    def __repr__(self) -> str:
+        return f"ModuleModel(sizes={self.sizes}, lr={self.lr}, grad_scale={self.grad_scale!r})"
