@@ -1,0 +1,321 @@
+"""How long does an epoch of the exercise's MLP take in tritonnet, and in PyTorch?
+
+One epoch of the 784-512-128-10 sigmoid MLP on Fashion-MNIST, at batch 64 and
+1024, lr 0.1, gradients of the mean loss (grad_scale "batch"), shuffled every
+epoch. Every provider starts from the same seed and reads the same data,
+preloaded on the device:
+- "tritonnet": the exercise API, `tritonnet.MLP(...).train_step(x, labels)` per
+  batch, on the Triton kernels; on a CPU it runs the reference path and is named
+  "tritonnet-reference";
+- "tritonnet-module": `tritonnet.module_model.ModuleModel` (the nn.Module twin,
+  autograd and torch.optim.SGD), "tritonnet-module-reference" on a CPU;
+- "torch-eager": idiomatic PyTorch, nn.Sequential + F.cross_entropy + autograd +
+  optim.SGD;
+- "torch-compile" and, on a GPU, "torch-compile-reduce-overhead" (CUDA graphs):
+  the same, with the loss function under torch.compile;
+- "exercise-style": the exercise's own code, a per-sample DataLoader and
+  hand-written layers (see exercise_style.py).
+Reported: ms per epoch and steps per second, median and 20th/80th percentiles
+over the timed epochs, after warm-up epochs that absorb compilation and
+autotuning. When both ran, the speedup of tritonnet over torch-eager is printed
+(issue 7 asks for at least 1.5x on the CPU at batch 64) and saved as a metric.
+
+`--time-to-accuracy` instead trains each provider for 30 epochs from scratch and
+reports the wall time of the whole training (compilation included) and the final
+test accuracy.
+
+    python benchmarks/bench_training.py [--quick] [--time-to-accuracy] [--synthetic]
+
+Without the dataset, or with `--synthetic`, it uses random data of the same shape.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import exercise_style
+from harness import Environment, Quantiles, ResultWriter, parser, select_providers, synchronize, time_repeated
+
+LR = 0.1
+SEED = 1
+BATCH_SIZES = [64, 1024]
+SIZES = (784, 512, 128, 10)
+TRAIN_SIZE, TEST_SIZE = 60000, 10000
+
+
+@dataclass
+class Data:
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+def synthetic_data(device: torch.device) -> Data:
+    """Random images and labels of Fashion-MNIST's shape: fine for timing, not for accuracy."""
+    generator = torch.Generator().manual_seed(SEED)
+
+    def images(count: int) -> torch.Tensor:
+        return torch.randn(count, SIZES[0], generator=generator).to(device)
+
+    def labels(count: int) -> torch.Tensor:
+        return torch.randint(0, SIZES[-1], (count,), generator=generator).to(device)
+
+    return Data("synthetic", images(TRAIN_SIZE), labels(TRAIN_SIZE), images(TEST_SIZE), labels(TEST_SIZE))
+
+
+def load_data(synthetic: bool, device: torch.device) -> Data:
+    """Fashion-MNIST from disk (never downloaded here), else synthetic data, saying why."""
+    if synthetic:
+        return synthetic_data(device)
+    try:
+        from tritonnet.datasets import load_dataset
+
+        dataset = load_dataset("fashion-mnist", download=False)
+    except (ImportError, FileNotFoundError) as error:
+        print(f"Fashion-MNIST unavailable ({error}); using synthetic data of the same shape")
+        return synthetic_data(device)
+    return Data(
+        dataset.name,
+        dataset.train_images.to(device),
+        dataset.train_labels.to(device),
+        dataset.test_images.to(device),
+        dataset.test_labels.to(device),
+    )
+
+
+def shuffled_batches(
+    data: Data, batch_size: int, generator: torch.Generator, limit: int | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of batches in a new random order, gathered on the device."""
+    order = torch.randperm(len(data.train_labels), generator=generator).to(data.train_labels.device)
+    for step, start in enumerate(range(0, len(order), batch_size)):
+        if step == limit:
+            return
+        index = order[start : start + batch_size]
+        yield data.train_images.index_select(0, index), data.train_labels.index_select(0, index)
+
+
+class ExerciseApiTrainer:
+    """Trains a model with the exercise's protocol (`train_step`, `evaluate`):
+    `tritonnet.MLP` or `ModuleModel`, under one backend."""
+
+    def __init__(self, model, backend: str, data: Data, batch_size: int, limit: int | None) -> None:
+        self.model, self.backend, self.data = model, backend, data
+        self.batch_size, self.limit = batch_size, limit
+        self.generator = torch.Generator().manual_seed(SEED)
+
+    def train_epoch(self) -> None:
+        from tritonnet.backend import use_backend
+
+        with use_backend(self.backend):
+            for x, labels in shuffled_batches(self.data, self.batch_size, self.generator, self.limit):
+                self.model.train_step(x, labels)
+
+    def test_accuracy(self) -> float:
+        from tritonnet.backend import use_backend
+
+        with use_backend(self.backend):
+            _, correct = self.model.evaluate(self.data.test_images, self.data.test_labels)
+        return correct.item() / len(self.data.test_labels)
+
+
+class TorchTrainer:
+    """Idiomatic PyTorch: nn.Sequential, F.cross_entropy, autograd, optim.SGD;
+    the loss function eager or under torch.compile (`compile_mode`)."""
+
+    def __init__(self, compile_mode: str | None, eager: bool, data: Data, batch_size: int, limit: int | None) -> None:
+        layers: list[nn.Module] = []
+        for in_features, out_features in zip(SIZES[:-1], SIZES[1:]):
+            layers += [nn.Linear(in_features, out_features), nn.Sigmoid()]
+        self.model = nn.Sequential(*layers[:-1]).to(data.train_images.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR)
+        self.loss = self._loss if eager else torch.compile(self._loss, mode=compile_mode, dynamic=False)
+        self.cuda_graphs = compile_mode == "reduce-overhead"
+        self.data, self.batch_size, self.limit = data, batch_size, limit
+        self.generator = torch.Generator().manual_seed(SEED)
+
+    def _loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model(x), labels)
+
+    def train_epoch(self) -> None:
+        for x, labels in shuffled_batches(self.data, self.batch_size, self.generator, self.limit):
+            if self.cuda_graphs:
+                # A new step: the graphs may reuse the previous step's output memory.
+                torch.compiler.cudagraph_mark_step_begin()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.loss(x, labels).backward()
+            self.optimizer.step()
+
+    @torch.no_grad()
+    def test_accuracy(self) -> float:
+        predictions = self.model(self.data.test_images).argmax(dim=1)
+        return (predictions == self.data.test_labels).float().mean().item()
+
+
+class ExerciseStyleTrainer:
+    """The exercise's own code: a per-sample DataLoader and hand-written layers."""
+
+    def __init__(self, data: Data, batch_size: int, limit: int | None) -> None:
+        self.model = exercise_style.MLP(batch_size, LR, data.train_images.device)
+        generator = torch.Generator().manual_seed(SEED)
+        self.loader = exercise_style.make_loader(data.train_images, data.train_labels, batch_size, generator)
+        self.data, self.limit = data, limit
+
+    def train_epoch(self) -> None:
+        exercise_style.train_epoch(self.model, self.loader, self.limit)
+
+    def test_accuracy(self) -> float:
+        return exercise_style.accuracy(self.model, self.data.test_images, self.data.test_labels)
+
+
+def module_model_importable() -> bool:
+    try:
+        import tritonnet.module_model  # noqa: F401
+    except ImportError as error:
+        print(f"tritonnet-module left out: {error}")
+        return False
+    return True
+
+
+def available_providers(device: torch.device) -> list[str]:
+    suffix = "" if device.type == "cuda" else "-reference"
+    providers = [f"tritonnet{suffix}"]
+    if module_model_importable():
+        providers.append(f"tritonnet-module{suffix}")
+    providers += ["torch-eager", "torch-compile"]
+    if device.type == "cuda":
+        providers.append("torch-compile-reduce-overhead")
+    return providers + ["exercise-style"]
+
+
+def make_trainer(provider: str, data: Data, batch_size: int, limit: int | None):
+    """A fresh trainer for `provider`, built after seeding, so every provider's
+    initial weights and shuffles come from the same seed."""
+    torch.manual_seed(SEED)
+    device = data.train_images.device
+    backend = "triton" if device.type == "cuda" else "reference"
+    if provider.startswith("tritonnet-module"):
+        from tritonnet.module_model import ModuleModel
+
+        model = ModuleModel(batch_size, LR, SIZES, grad_scale="batch", device=device)
+        return ExerciseApiTrainer(model, backend, data, batch_size, limit)
+    if provider.startswith("tritonnet"):
+        from tritonnet import MLP
+
+        model = MLP(batch_size, LR, SIZES, grad_scale="batch", device=device)
+        return ExerciseApiTrainer(model, backend, data, batch_size, limit)
+    if provider == "torch-eager":
+        return TorchTrainer(None, True, data, batch_size, limit)
+    if provider == "torch-compile":
+        return TorchTrainer(None, False, data, batch_size, limit)
+    if provider == "torch-compile-reduce-overhead":
+        return TorchTrainer("reduce-overhead", False, data, batch_size, limit)
+    return ExerciseStyleTrainer(data, batch_size, limit)
+
+
+def steps_per_epoch(data: Data, batch_size: int, limit: int | None) -> int:
+    steps = math.ceil(len(data.train_labels) / batch_size)
+    return steps if limit is None else min(steps, limit)
+
+
+def report_speedup(writer: ResultWriter, epoch_seconds: dict[str, Quantiles], label: str, batch_size: int) -> None:
+    """Print and save how many times faster tritonnet's epoch is than torch-eager's."""
+    tritonnet = next((name for name in epoch_seconds if name in ("tritonnet", "tritonnet-reference")), None)
+    if tritonnet is None or "torch-eager" not in epoch_seconds:
+        return
+    ours, theirs = epoch_seconds[tritonnet], epoch_seconds["torch-eager"]
+    # Their time over ours; the percentiles pair each side's opposite extremes.
+    speedup = Quantiles(theirs.p50 / ours.p50, theirs.p20 / ours.p80, theirs.p80 / ours.p20)
+    print(
+        f"speedup of {tritonnet} over torch-eager, batch {batch_size}: {speedup.p50:.2f}x "
+        f"(epoch medians; {speedup.p20:.2f}x to {speedup.p80:.2f}x)",
+        flush=True,
+    )
+    writer.add(tritonnet, label, "batch", batch_size, "speedup_vs_torch_eager", "x", speedup)
+
+
+def benchmark_epochs(arguments, data: Data, providers: list[str], writer: ResultWriter, label: str) -> None:
+    device = data.train_images.device
+    for batch_size in arguments.batch_sizes:
+        steps = steps_per_epoch(data, batch_size, arguments.limit)
+        epoch_seconds: dict[str, Quantiles] = {}
+        for provider in providers:
+            trainer = make_trainer(provider, data, batch_size, arguments.limit)
+            seconds = time_repeated(trainer.train_epoch, device, arguments.warmup_epochs, arguments.epochs)
+            epoch_seconds[provider] = seconds
+            writer.add(provider, label, "batch", batch_size, "epoch_time", "ms", seconds.scaled(1e3))
+            writer.add(provider, label, "batch", batch_size, "steps_per_second", "steps/s", seconds.rate(steps))
+        report_speedup(writer, epoch_seconds, label, batch_size)
+
+
+def benchmark_time_to_accuracy(arguments, data: Data, providers: list[str], writer: ResultWriter, label: str) -> None:
+    device = data.train_images.device
+    for batch_size in arguments.batch_sizes:
+        for provider in providers:
+            trainer = make_trainer(provider, data, batch_size, arguments.limit)
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(arguments.epochs):
+                trainer.train_epoch()
+            synchronize(device)
+            seconds = time.perf_counter() - start
+            accuracy = trainer.test_accuracy()
+            writer.add(provider, label, "batch", batch_size, "train_time", "s", Quantiles(seconds, seconds, seconds))
+            writer.add(provider, label, "batch", batch_size, "test_accuracy", "fraction", Quantiles(accuracy, accuracy, accuracy))
+
+
+def batch_sizes(text: str) -> list[int]:
+    return [int(size) for size in text.split(",") if size]
+
+
+def parse_arguments(argv: list[str] | None):
+    arguments = parser(__doc__.splitlines()[0])
+    arguments.add_argument("--time-to-accuracy", action="store_true", help="train 30 epochs and report the test accuracy")
+    arguments.add_argument("--synthetic", action="store_true", help="random data instead of Fashion-MNIST")
+    arguments.add_argument("--device", default=None, help="cuda or cpu (default: cuda where there is one)")
+    arguments.add_argument("--batch-sizes", type=batch_sizes, default=BATCH_SIZES, help="comma-separated (default 64,1024)")
+    arguments.add_argument("--epochs", type=int, default=None, help="timed epochs (default 5, 2 with --quick, 30 to accuracy)")
+    arguments.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs before the timed ones")
+    arguments.add_argument("--limit", type=int, default=None, help="at most this many batches per epoch")
+    parsed = arguments.parse_args(argv)
+    if parsed.smoke:
+        parsed.synthetic = True
+        parsed.limit = parsed.limit or 3
+    if parsed.epochs is None:
+        parsed.epochs = 2 if parsed.smoke or parsed.quick else 30 if parsed.time_to_accuracy else 5
+    return parsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    device = torch.device(arguments.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # fp32 at full precision, for torch's matmuls and for tritonnet's, which follow it.
+    torch.set_float32_matmul_precision("highest")
+    available = available_providers(device)
+    compiling = [name for name in available if name.startswith("torch-compile")]
+    default = [name for name in available if name not in compiling] if arguments.smoke else available
+    providers = select_providers(available, default, arguments.providers)
+    data = load_data(arguments.synthetic, device)
+    label = f"{data.name} fp32-ieee"
+    environment = Environment.detect(device)
+    if arguments.time_to_accuracy:
+        writer = ResultWriter("time_to_accuracy", arguments.results_dir, environment)
+        benchmark_time_to_accuracy(arguments, data, providers, writer, label)
+    else:
+        writer = ResultWriter("training", arguments.results_dir, environment)
+        benchmark_epochs(arguments, data, providers, writer, label)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
