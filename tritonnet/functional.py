@@ -65,7 +65,9 @@ def _check_target(target: object, logits_shape: torch.Size, device: torch.device
     if target.device != device:
         raise ValueError(f"target must be on the logits' device {device}, got {target.device}")
     # Reading the values back would wait for a GPU, and cannot be traced by
-    # torch.compile; there an index out of range fails inside the operation.
+    # torch.compile. Unchecked, an index out of range gives a NaN loss (the fused
+    # Triton kernel) or an indexing error (the reference, the `gather` of
+    # `cross_entropy`), never a read out of bounds.
     check_range = target.device.type == "cpu" and not torch.compiler.is_compiling()
     rows = target.reshape(-1)
     checks.check_labels("target", rows, rows.shape[0], logits_shape[-1], check_range=check_range)
