@@ -183,6 +183,40 @@ def test_loss_gradient_follows_the_incoming_gradient(backend):
     )
 
 
+# --- the custom ops under torch.library's own checks ----------------------------------
+
+
+def _custom_op_cases():
+    def linear_inputs():
+        x = torch.randn(7, 5).t().requires_grad_(True)  # a strided x
+        return x, torch.randn(4, 7, requires_grad=True), torch.randn(4, requires_grad=True)
+
+    def backward_inputs(need_grads):
+        x, weight, _ = (t.detach() for t in linear_inputs())
+        return (torch.randn(5, 4), x, weight, torch.rand(5, 4), "sigmoid", need_grads, need_grads)
+
+    ops = torch.ops.tritonnet
+    target = torch.tensor([0, 3, 1, 2, 3])
+    cases = [
+        ("linear-sigmoid", ops.linear.default, lambda: (*linear_inputs(), "sigmoid")),
+        ("linear-no-bias", ops.linear.default, lambda: (*linear_inputs()[:2], None, "none")),
+        ("linear_backward", ops.linear_backward.default, lambda: backward_inputs(True)),
+        ("linear_backward-weight-only", ops.linear_backward.default, lambda: backward_inputs(False)),
+        ("softmax", ops.softmax.default, lambda: (torch.randn(5, 7, requires_grad=True),)),
+        ("cross_entropy", ops.cross_entropy.default, lambda: (torch.randn(5, 4, requires_grad=True), target)),
+        ("linear_cross_entropy", ops.linear_cross_entropy.default, lambda: (*linear_inputs(), target)),
+    ]
+    return [pytest.param(op, make_inputs, id=name) for name, op, make_inputs in cases]
+
+
+@pytest.mark.parametrize("op, make_inputs", _custom_op_cases())
+def test_custom_op_passes_opcheck(backend, op, make_inputs):
+    # opcheck compares the fake implementation with the real one (shapes, dtypes,
+    # strides: compiled code trusts the fake ones), checks the autograd
+    # registration, and traces the op with AOTAutograd.
+    torch.library.opcheck(op, make_inputs())
+
+
 # --- gradients autograd does not ask for are not computed -------------------------------
 
 
