@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import tritonnet
+from conftest import TEST_DEVICE
 from tritonnet.layers import GRAD_SCALES, gradient_scale
 
 # fp32 kernels against a float64 oracle: sums of up to ~100 products of O(1)
@@ -25,9 +26,9 @@ SMALL_LINEAR_SHAPES = [(8, 20, 12), (5, 33, 17), (1, 16, 3)]
 @pytest.mark.parametrize("grad_scale", GRAD_SCALES)
 @pytest.mark.parametrize("rows,in_features,out_features", SMALL_LINEAR_SHAPES)
 def test_linear_forward_backward_update(backend, grad_scale, rows, in_features, out_features):
-    layer = tritonnet.Linear(in_features, out_features, rows, lr=0.3, grad_scale=grad_scale)
-    x = torch.randn(rows, in_features)
-    grad_output = torch.randn(rows, out_features)
+    layer = tritonnet.Linear(in_features, out_features, rows, lr=0.3, grad_scale=grad_scale, device=TEST_DEVICE)
+    x = torch.randn(rows, in_features, device=TEST_DEVICE)
+    grad_output = torch.randn(rows, out_features, device=TEST_DEVICE)
 
     x64 = x.double().requires_grad_()
     weight64 = layer.weight.double().requires_grad_()
@@ -69,8 +70,8 @@ def test_linear_initialization_follows_the_exercise():
 @pytest.mark.parametrize("rows,features", [(8, 20), (3, 1)])
 def test_sigmoid_forward_backward(backend, rows, features):
     layer = tritonnet.Sigmoid(features, rows)
-    x = torch.randn(rows, features) * 4
-    grad_output = torch.randn(rows, features)
+    x = torch.randn(rows, features, device=TEST_DEVICE) * 4
+    grad_output = torch.randn(rows, features, device=TEST_DEVICE)
     x64 = x.double().requires_grad_()
     expected = torch.sigmoid(x64)
     expected.backward(grad_output.double())
@@ -79,7 +80,7 @@ def test_sigmoid_forward_backward(backend, rows, features):
 
 
 def test_softmax_is_stable_for_large_logits(backend):
-    logits = torch.tensor([[1000.0, 999.0, -1000.0], [88.0, 89.0, 90.0], [0.0, 0.0, 0.0]])
+    logits = torch.tensor([[1000.0, 999.0, -1000.0], [88.0, 89.0, 90.0], [0.0, 0.0, 0.0]], device=TEST_DEVICE)
     probabilities = tritonnet.Softmax(logits)
     assert torch.isfinite(probabilities).all()
     torch.testing.assert_close(probabilities.double(), torch.softmax(logits.double(), dim=1), **FP32_TOLERANCE)

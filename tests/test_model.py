@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tritonnet
+from conftest import TEST_DEVICE
 from tritonnet.layers import GRAD_SCALES, gradient_scale
 
 SIZES = (24, 16, 12, 10)
@@ -31,9 +32,9 @@ def _autograd_mlp(model: tritonnet.MLP, x: torch.Tensor, target: torch.Tensor):
 
 @pytest.mark.parametrize("grad_scale", GRAD_SCALES)
 def test_backward_matches_autograd(backend, grad_scale):
-    model = tritonnet.MLP(ROWS, 0.1, SIZES, grad_scale=grad_scale)
-    x = torch.randn(ROWS, SIZES[0])
-    target = torch.randint(0, SIZES[-1], (ROWS,))
+    model = tritonnet.MLP(ROWS, 0.1, SIZES, grad_scale=grad_scale, device=TEST_DEVICE)
+    x = torch.randn(ROWS, SIZES[0], device=TEST_DEVICE)
+    target = torch.randint(0, SIZES[-1], (ROWS,), device=TEST_DEVICE)
     expected_probabilities, loss_sum, params = _autograd_mlp(model, x, target)
     loss_sum.backward()
 
@@ -50,12 +51,12 @@ def test_backward_matches_autograd(backend, grad_scale):
 @pytest.mark.parametrize("grad_scale", GRAD_SCALES)
 def test_train_step_equals_the_exercise_sequence(backend, grad_scale):
     torch.manual_seed(5)
-    fused = tritonnet.MLP(ROWS, 0.5, SIZES, grad_scale=grad_scale)
+    fused = tritonnet.MLP(ROWS, 0.5, SIZES, grad_scale=grad_scale, device=TEST_DEVICE)
     torch.manual_seed(5)
-    stepwise = tritonnet.MLP(ROWS, 0.5, SIZES, grad_scale=grad_scale)
+    stepwise = tritonnet.MLP(ROWS, 0.5, SIZES, grad_scale=grad_scale, device=TEST_DEVICE)
     for _ in range(3):
-        x = torch.randn(ROWS, SIZES[0])
-        target = torch.randint(0, SIZES[-1], (ROWS,))
+        x = torch.randn(ROWS, SIZES[0], device=TEST_DEVICE)
+        target = torch.randint(0, SIZES[-1], (ROWS,), device=TEST_DEVICE)
         onehot = torch.nn.functional.one_hot(target, SIZES[-1]).float()
         loss = fused.train_step(x, target)
 
@@ -70,16 +71,17 @@ def test_train_step_equals_the_exercise_sequence(backend, grad_scale):
 
 
 def test_train_step_handles_a_short_last_batch(backend):
-    model = tritonnet.MLP(ROWS, 0.1, SIZES)
+    model = tritonnet.MLP(ROWS, 0.1, SIZES, device=TEST_DEVICE)
     for rows in (ROWS, 3, ROWS):
-        loss = model.train_step(torch.randn(rows, SIZES[0]), torch.randint(0, SIZES[-1], (rows,)))
+        x = torch.randn(rows, SIZES[0], device=TEST_DEVICE)
+        loss = model.train_step(x, torch.randint(0, SIZES[-1], (rows,), device=TEST_DEVICE))
         assert torch.isfinite(loss)
 
 
 def test_evaluate_counts_correct_predictions(backend):
-    model = tritonnet.MLP(ROWS, 0.1, SIZES)
-    x = torch.randn(20, SIZES[0])
-    target = torch.randint(0, SIZES[-1], (20,))
+    model = tritonnet.MLP(ROWS, 0.1, SIZES, device=TEST_DEVICE)
+    x = torch.randn(20, SIZES[0], device=TEST_DEVICE)
+    target = torch.randint(0, SIZES[-1], (20,), device=TEST_DEVICE)
     probabilities, loss_sum, _ = _autograd_mlp(model, x, target)
     loss, correct = model.evaluate(x, target)
     torch.testing.assert_close(loss.double(), loss_sum.detach() / 20, **FP32_TOLERANCE)

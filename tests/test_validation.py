@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import tritonnet
+from conftest import TEST_DEVICE
 from tritonnet.datasets import load_dataset
 
 SIZES = (6, 5, 4)
@@ -80,19 +81,20 @@ def test_catalog_is_large_enough():
 
 
 def test_empty_batch_gives_empty_outputs(backend):
-    layer = linear()
-    output = layer.forward(torch.empty(0, 6))
+    layer = tritonnet.Linear(6, 5, 4, device=TEST_DEVICE)
+    output = layer.forward(torch.empty(0, 6, device=TEST_DEVICE))
     assert output.shape == (0, 5)
-    assert layer.backward(torch.empty(0, 5)).shape == (0, 6)
-    assert torch.equal(layer.grad_weight, torch.zeros(6, 5))
-    assert tritonnet.MLP(4, 0.1, SIZES).forward(torch.empty(0, 6)).shape == (0, 4)
+    assert layer.backward(torch.empty(0, 5, device=TEST_DEVICE)).shape == (0, 6)
+    assert torch.equal(layer.grad_weight, torch.zeros(6, 5, device=TEST_DEVICE))
+    model = tritonnet.MLP(4, 0.1, SIZES, device=TEST_DEVICE)
+    assert model.forward(torch.empty(0, 6, device=TEST_DEVICE)).shape == (0, 4)
 
 
 def test_nan_input_propagates_as_in_torch(backend):
     # Documented: NaN and Inf are not checked for (that would read the data back
     # at every call); they propagate to the outputs of their rows, as in torch.
-    model = mlp()
-    x = torch.randn(4, 6)
+    model = tritonnet.MLP(4, 0.1, SIZES, device=TEST_DEVICE)
+    x = torch.randn(4, 6, device=TEST_DEVICE)
     x[1, 2] = float("nan")
     probabilities = model.forward(x)
     assert torch.isnan(probabilities[1]).all()

@@ -65,8 +65,8 @@ class Linear:
         if dtype not in checks.FLOAT_DTYPES:
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")
         std = math.sqrt(1.0 / in_features)
-        self.weight = (torch.randn(in_features, out_features) * std).to(device=device, dtype=dtype)
-        self.bias = (torch.randn(out_features) * std).to(device=device, dtype=dtype)
+        self.weight = (torch.randn(in_features, out_features, device="cpu") * std).to(device=device, dtype=dtype)
+        self.bias = (torch.randn(out_features, device="cpu") * std).to(device=device, dtype=dtype)
         self.input: torch.Tensor | None = None
         self.grad_weight: torch.Tensor | None = None
         self.grad_bias: torch.Tensor | None = None
