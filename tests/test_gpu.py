@@ -1,0 +1,165 @@
+"""The compiled kernels on a real GPU, against float64 oracles, at ieee, tf32 and bf16.
+
+Skipped without CUDA, and when TRITON_INTERPRET=1 (the interpreter would run the
+kernels instead of the compiled code). benchmarks/gpu_check.sh runs this module on
+a GPU machine. The rest of the suite also runs on the GPU there (its tensors go
+to conftest.TEST_DEVICE); this module adds what only a GPU shows: the autotuned
+configs at large batches, TF32 tensor cores, and whole training runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tritonnet
+from tritonnet.backend import interpreter_enabled, use_backend
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or interpreter_enabled(),
+    reason="compiled kernels need a CUDA GPU and TRITON_INTERPRET unset (benchmarks/gpu_check.sh)",
+)
+
+EXERCISE_LAYERS = [(784, 512), (512, 128), (128, 10)]
+BATCHES = [64, 1024, 4096]
+
+# Tolerances against float64, for sums of up to 784 products of O(0.1) values:
+# - ieee fp32: rounding of about 1e-6 relative per operation;
+# - tf32: 10-bit mantissas, about 5e-4 relative per product, so about 1e-2 absolute
+#   on a sum of hundreds of them;
+# - bf16: 8-bit mantissas on the inputs and the output, about 1e-2 relative.
+TOLERANCES = {
+    "ieee": dict(rtol=1e-4, atol=1e-4),
+    "tf32": dict(rtol=1e-2, atol=1e-2),
+    "bf16": dict(rtol=3e-2, atol=3e-2),
+}
+MODES = {  # mode: (torch matmul precision, dtype)
+    "ieee": ("highest", torch.float32),
+    "tf32": ("high", torch.float32),
+    "bf16": ("highest", torch.bfloat16),
+}
+
+
+@pytest.fixture(params=list(MODES))
+def mode(request):
+    precision, dtype = MODES[request.param]
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        with use_backend("triton"):
+            yield request.param, dtype
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def ops():
+    from tritonnet import triton_backend
+
+    return triton_backend
+
+
+def layer_tensors(rows, in_features, out_features, dtype, transposed=False):
+    scale = in_features**-0.5
+    x = torch.randn(rows, in_features, device="cuda").to(dtype)
+    if transposed:  # nn.Linear's [out, in] weight, read through strides
+        weight = (torch.randn(out_features, in_features, device="cuda") * scale).to(dtype).t()
+    else:
+        weight = (torch.randn(in_features, out_features, device="cuda") * scale).to(dtype)
+    bias = (torch.randn(out_features, device="cuda") * scale).to(dtype)
+    return x, weight, bias
+
+
+@pytest.mark.parametrize("rows", BATCHES)
+@pytest.mark.parametrize("in_features,out_features", EXERCISE_LAYERS)
+@pytest.mark.parametrize("activation", ["sigmoid", "none"])
+def test_linear_forward(mode, rows, in_features, out_features, activation):
+    name, dtype = mode
+    x, weight, bias = layer_tensors(rows, in_features, out_features, dtype, transposed=rows == 1024)
+    expected = x.double() @ weight.double() + bias.double()
+    if activation == "sigmoid":
+        expected = torch.sigmoid(expected)
+    output = ops().linear_forward(x, weight, bias, activation)
+    assert output.dtype == dtype
+    torch.testing.assert_close(output.double(), expected, **TOLERANCES[name])
+
+
+@pytest.mark.parametrize("rows", BATCHES)
+@pytest.mark.parametrize("in_features,out_features", EXERCISE_LAYERS[:2])
+def test_linear_sigmoid_backward(mode, rows, in_features, out_features):
+    name, dtype = mode
+    x, weight, bias = layer_tensors(rows, in_features, out_features, dtype)
+    x64, weight64, bias64 = (t.double().requires_grad_() for t in (x, weight, bias))
+    output64 = torch.sigmoid(x64 @ weight64 + bias64)
+    grad_output = torch.randn(rows, out_features, device="cuda").to(dtype)
+    output64.backward(grad_output.double())
+    scale = 1.0 / rows
+    output = ops().linear_forward(x, weight, bias, "sigmoid")
+    grad_input, grad_weight, grad_bias = ops().linear_backward(
+        grad_output, x, weight, output, "sigmoid", scale
+    )
+    tolerance = TOLERANCES[name]
+    torch.testing.assert_close(grad_input.double(), x64.grad, **tolerance)
+    torch.testing.assert_close(grad_weight.double(), weight64.grad * scale, **tolerance)
+    torch.testing.assert_close(grad_bias.double(), bias64.grad * scale, **tolerance)
+
+
+@pytest.mark.parametrize("cols", [10, 1000, 4099, 16384])
+def test_softmax_wide_rows_and_extremes(mode, cols):
+    name, dtype = mode
+    x = (torch.randn(256, cols, device="cuda") * 5).to(dtype)
+    x[0, :] = 1e4
+    x[1, 0] = -1e4
+    x[2, cols // 2] = float("-inf")
+    expected = torch.softmax(x.double(), dim=1)
+    torch.testing.assert_close(ops().softmax(x).double(), expected, **TOLERANCES[name])
+
+
+@pytest.mark.parametrize("rows", BATCHES)
+@pytest.mark.parametrize("classes", [10, 1000])  # one fused kernel; the split path
+def test_linear_cross_entropy(mode, rows, classes):
+    name, dtype = mode
+    x, weight, bias = layer_tensors(rows, 128, classes, dtype)
+    target = torch.randint(0, classes, (rows,), device="cuda")
+    logits64 = (x.double() @ weight.double() + bias.double()).requires_grad_()
+    expected_loss = torch.nn.functional.cross_entropy(logits64, target)
+    expected_loss.backward()
+    probabilities, loss, grad_logits = ops().linear_cross_entropy(x, weight, bias, target, 1.0 / rows)
+    tolerance = TOLERANCES[name]
+    torch.testing.assert_close(probabilities.double(), torch.softmax(logits64.detach(), 1), **tolerance)
+    torch.testing.assert_close(loss.double(), expected_loss.detach(), **tolerance)
+    torch.testing.assert_close(grad_logits.double(), logits64.grad, **tolerance)
+
+
+def test_sgd_update_matches_torch():
+    weight, bias = torch.randn(784, 512, device="cuda"), torch.randn(512, device="cuda")
+    grad_weight, grad_bias = torch.randn_like(weight), torch.randn_like(bias)
+    expected_weight, expected_bias = weight - 0.3 * grad_weight, bias - 0.3 * grad_bias
+    with use_backend("triton"):
+        ops().sgd_update(weight, bias, grad_weight, grad_bias, 0.3)
+    torch.testing.assert_close(weight, expected_weight)
+    torch.testing.assert_close(bias, expected_bias)
+
+
+@pytest.mark.parametrize("grad_scale", tritonnet.GRAD_SCALES)
+def test_training_on_gpu_follows_the_cpu_reference(grad_scale):
+    """100 steps of the exercise MLP: Triton on the GPU, reference on the CPU, at ieee."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        torch.manual_seed(1)
+        gpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale, device="cuda")
+        torch.manual_seed(1)
+        cpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale)
+        generator = torch.Generator().manual_seed(0)
+        for step in range(100):
+            x = torch.randn(64, 784, generator=generator)
+            labels = torch.randint(0, 10, (64,), generator=generator)
+            with use_backend("triton"):
+                gpu_loss = gpu.train_step(x.cuda(), labels.cuda())
+            with use_backend("reference"):
+                cpu_loss = cpu.train_step(x, labels)
+            # Summation orders differ between the kernels and MKL; over 100 steps
+            # the drift stays around 1e-5 relative at ieee.
+            torch.testing.assert_close(gpu_loss.cpu(), cpu_loss, rtol=1e-4, atol=1e-5, msg=f"step {step}")
+    finally:
+        torch.set_float32_matmul_precision(previous)
