@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import TEST_DEVICE as DEVICE
 from tritonnet import functional
 from tritonnet.backend import ops_for, use_backend
 from tritonnet.nn import MLP
@@ -48,7 +49,7 @@ def sigmoid_linear_oracle(x, weight, bias):
 
 
 def assert_matches_oracle(ours, oracle, inputs, output_shape, tolerance=FP32_TOLERANCE):
-    probe = torch.randn(output_shape)
+    probe = torch.randn(output_shape, device=DEVICE)
     output, grads = forward_and_grads(ours, inputs, probe)
     expected, expected_grads = forward_and_grads(oracle, float64_copies(*inputs), probe.double())
     torch.testing.assert_close(output, expected.to(output.dtype), **tolerance)
@@ -85,20 +86,21 @@ def test_linear_gradcheck_float64(reference, ours, oracle, use_bias):
 def test_linear_matches_torch(backend, ours, oracle, use_bias, x_layout):
     in_features, out_features = 17, 19
     if x_layout == "transposed":
-        x = torch.randn(in_features, 6).t()
+        x = torch.randn(in_features, 6, device=DEVICE).t()
     elif x_layout == "leading-dims":
-        x = torch.randn(2, 3, in_features)
+        x = torch.randn(2, 3, in_features, device=DEVICE)
     else:
-        x = torch.randn(6, in_features)
+        x = torch.randn(6, in_features, device=DEVICE)
     x.requires_grad_(True)
-    weight = torch.randn(out_features, in_features, requires_grad=True)
-    bias = torch.randn(out_features, requires_grad=True) if use_bias else None
+    weight = torch.randn(out_features, in_features, requires_grad=True, device=DEVICE)
+    bias = torch.randn(out_features, requires_grad=True, device=DEVICE) if use_bias else None
     output_shape = x.shape[:-1] + (out_features,)
     assert_matches_oracle(ours, oracle, (x, weight, bias), output_shape)
 
 
 def test_linear_of_a_vector_drops_the_row_dimension(backend):
-    x, weight, bias = torch.randn(5), torch.randn(3, 5), torch.randn(3)
+    x = torch.randn(5, device=DEVICE)
+    weight, bias = torch.randn(3, 5, device=DEVICE), torch.randn(3, device=DEVICE)
     output = functional.linear_sigmoid(x, weight, bias)
     assert output.shape == (3,)
     torch.testing.assert_close(output, torch.sigmoid(F.linear(x, weight, bias)), **FP32_TOLERANCE)
@@ -109,7 +111,7 @@ def test_linear_of_a_vector_drops_the_row_dimension(backend):
 
 @pytest.mark.parametrize("dim", [0, 1, 2, -1])
 def test_softmax_matches_torch(backend, dim):
-    x = torch.randn(4, 5, 6, requires_grad=True)
+    x = torch.randn(4, 5, 6, requires_grad=True, device=DEVICE)
     assert_matches_oracle(
         lambda t: functional.softmax(t, dim), lambda t: torch.softmax(t, dim), (x,), x.shape
     )
@@ -125,8 +127,8 @@ def test_softmax_of_float64_follows_float64_autograd(reference):
 
 def logits_with_a_very_negative_target() -> tuple[torch.Tensor, torch.Tensor]:
     """Logits whose first row gives its target a probability that underflows to 0."""
-    logits = torch.randn(7, 5)
-    target = torch.randint(0, 5, (7,))
+    logits = torch.randn(7, 5, device=DEVICE)
+    target = torch.randint(0, 5, (7,), device=DEVICE)
     logits[0, target[0]] = -1e4
     return logits, target
 
@@ -145,8 +147,8 @@ def test_cross_entropy_matches_torch(backend):
 
 
 def test_cross_entropy_flattens_leading_dimensions(backend):
-    logits = torch.randn(2, 3, 5, requires_grad=True)
-    target = torch.randint(0, 5, (2, 3))
+    logits = torch.randn(2, 3, 5, requires_grad=True, device=DEVICE)
+    target = torch.randint(0, 5, (2, 3), device=DEVICE)
     assert_matches_oracle(
         lambda z: functional.cross_entropy(z, target),
         lambda z: F.cross_entropy(z.reshape(6, 5), target.reshape(6)),
@@ -157,10 +159,10 @@ def test_cross_entropy_flattens_leading_dimensions(backend):
 
 @pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no-bias"])
 def test_linear_cross_entropy_matches_torch(backend, use_bias):
-    x = torch.randn(2, 4, 17, requires_grad=True)
-    weight = torch.randn(5, 17, requires_grad=True)
-    bias = torch.randn(5, requires_grad=True) if use_bias else None
-    target = torch.randint(0, 5, (2, 4))
+    x = torch.randn(2, 4, 17, requires_grad=True, device=DEVICE)
+    weight = torch.randn(5, 17, requires_grad=True, device=DEVICE)
+    bias = torch.randn(5, requires_grad=True, device=DEVICE) if use_bias else None
+    target = torch.randint(0, 5, (2, 4), device=DEVICE)
     assert_matches_oracle(
         lambda *args: functional.linear_cross_entropy(*args, target),
         lambda x, w, b: F.cross_entropy(F.linear(x, w, b).reshape(8, 5), target.reshape(8)),
@@ -172,9 +174,9 @@ def test_linear_cross_entropy_matches_torch(backend, use_bias):
 def test_loss_gradient_follows_the_incoming_gradient(backend):
     # Autograd hands the loss's backward a gradient other than 1 when the loss is
     # scaled; the fused backward must multiply by it.
-    x = torch.randn(6, 8, requires_grad=True)
-    weight = torch.randn(3, 8, requires_grad=True)
-    target = torch.randint(0, 3, (6,))
+    x = torch.randn(6, 8, requires_grad=True, device=DEVICE)
+    weight = torch.randn(3, 8, requires_grad=True, device=DEVICE)
+    target = torch.randint(0, 3, (6,), device=DEVICE)
     assert_matches_oracle(
         lambda x, w: 2.5 * functional.linear_cross_entropy(x, w, None, target),
         lambda x, w: 2.5 * F.cross_entropy(F.linear(x, w), target),
@@ -188,22 +190,27 @@ def test_loss_gradient_follows_the_incoming_gradient(backend):
 
 def _custom_op_cases():
     def linear_inputs():
-        x = torch.randn(7, 5).t().requires_grad_(True)  # a strided x
-        return x, torch.randn(4, 7, requires_grad=True), torch.randn(4, requires_grad=True)
+        x = torch.randn(7, 5, device=DEVICE).t().requires_grad_(True)  # a strided x
+        weight = torch.randn(4, 7, requires_grad=True, device=DEVICE)
+        return x, weight, torch.randn(4, requires_grad=True, device=DEVICE)
 
     def backward_inputs(need_grads):
         x, weight, _ = (t.detach() for t in linear_inputs())
-        return (torch.randn(5, 4), x, weight, torch.rand(5, 4), "sigmoid", need_grads, need_grads)
+        grad_output, output = torch.randn(5, 4, device=DEVICE), torch.rand(5, 4, device=DEVICE)
+        return (grad_output, x, weight, output, "sigmoid", need_grads, need_grads)
+
+    def logits():
+        return torch.randn(5, 4, requires_grad=True, device=DEVICE)
 
     ops = torch.ops.tritonnet
-    target = torch.tensor([0, 3, 1, 2, 3])
+    target = torch.tensor([0, 3, 1, 2, 3], device=DEVICE)
     cases = [
         ("linear-sigmoid", ops.linear.default, lambda: (*linear_inputs(), "sigmoid")),
         ("linear-no-bias", ops.linear.default, lambda: (*linear_inputs()[:2], None, "none")),
         ("linear_backward", ops.linear_backward.default, lambda: backward_inputs(True)),
         ("linear_backward-weight-only", ops.linear_backward.default, lambda: backward_inputs(False)),
-        ("softmax", ops.softmax.default, lambda: (torch.randn(5, 7, requires_grad=True),)),
-        ("cross_entropy", ops.cross_entropy.default, lambda: (torch.randn(5, 4, requires_grad=True), target)),
+        ("softmax", ops.softmax.default, lambda: (logits(),)),
+        ("cross_entropy", ops.cross_entropy.default, lambda: (logits(), target)),
         ("linear_cross_entropy", ops.linear_cross_entropy.default, lambda: (*linear_inputs(), target)),
     ]
     return [pytest.param(op, make_inputs, id=name) for name, op, make_inputs in cases]
@@ -224,7 +231,7 @@ def test_custom_op_passes_opcheck(backend, op, make_inputs):
 def backward_calls(monkeypatch):
     """Records the `need_grad_input` and `need_grad_bias` of every linear_backward call
     on the selected backend, which still does the work."""
-    ops = ops_for(torch.empty(0))
+    ops = ops_for(torch.empty(0, device=DEVICE))
     calls = []
     original = ops.linear_backward
 
@@ -238,9 +245,9 @@ def backward_calls(monkeypatch):
 
 @pytest.mark.parametrize("input_requires_grad", [False, True])
 def test_grad_input_only_when_the_input_requires_grad(backend, backward_calls, input_requires_grad):
-    x = torch.randn(4, 6, requires_grad=input_requires_grad)
-    weight = torch.randn(3, 6, requires_grad=True)
-    bias = torch.randn(3, requires_grad=True)
+    x = torch.randn(4, 6, requires_grad=input_requires_grad, device=DEVICE)
+    weight = torch.randn(3, 6, requires_grad=True, device=DEVICE)
+    bias = torch.randn(3, requires_grad=True, device=DEVICE)
     functional.linear_sigmoid(x, weight, bias).sum().backward()
     assert backward_calls == [(input_requires_grad, True)]
     assert (x.grad is not None) == input_requires_grad
@@ -248,26 +255,26 @@ def test_grad_input_only_when_the_input_requires_grad(backend, backward_calls, i
 
 
 def test_no_grad_bias_without_a_bias(backend, backward_calls):
-    x = torch.randn(4, 6)
-    weight = torch.randn(3, 6, requires_grad=True)
-    target = torch.randint(0, 3, (4,))
+    x = torch.randn(4, 6, device=DEVICE)
+    weight = torch.randn(3, 6, requires_grad=True, device=DEVICE)
+    target = torch.randint(0, 3, (4,), device=DEVICE)
     functional.linear_cross_entropy(x, weight, None, target).backward()
     assert backward_calls == [(False, False)]
 
 
 def test_mlp_skips_only_the_images_gradient(backend, backward_calls):
-    model = MLP((6, 5, 4, 3))
-    images = torch.randn(4, 6)
-    model.loss(images, torch.randint(0, 3, (4,))).backward()
+    model = MLP((6, 5, 4, 3), device=DEVICE)
+    images = torch.randn(4, 6, device=DEVICE)
+    model.loss(images, torch.randint(0, 3, (4,), device=DEVICE)).backward()
     # Backward runs from the output layer to the first; only the first has no
     # input that needs a gradient.
     assert backward_calls == [(True, True), (True, True), (False, True)]
 
 
 def test_no_grad_records_nothing(backend, backward_calls):
-    weight = torch.randn(3, 6, requires_grad=True)
+    weight = torch.randn(3, 6, requires_grad=True, device=DEVICE)
     with torch.no_grad():
-        output = functional.linear_sigmoid(torch.randn(4, 6), weight, None)
+        output = functional.linear_sigmoid(torch.randn(4, 6, device=DEVICE), weight, None)
     assert output.grad_fn is None and not output.requires_grad
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import TEST_DEVICE as DEVICE
 from tritonnet import MLP
 from tritonnet.module_model import ModuleModel
 
@@ -18,19 +19,19 @@ SIZES = (20, 12, 8, 5)
 BATCH = 16
 
 
-def random_batches(count: int, rows: int = BATCH):
+def random_batches(count: int, rows: int = BATCH, device: str = DEVICE):
     generator = torch.Generator().manual_seed(1)
     for _ in range(count):
-        yield torch.randn(rows, SIZES[0], generator=generator), torch.randint(
-            0, SIZES[-1], (rows,), generator=generator
-        )
+        x = torch.randn(rows, SIZES[0], generator=generator)
+        labels = torch.randint(0, SIZES[-1], (rows,), generator=generator)
+        yield x.to(device), labels.to(device)
 
 
 def twins(grad_scale: str, lr: float = 0.5) -> tuple[MLP, ModuleModel]:
     torch.manual_seed(3)
-    exercise = MLP(BATCH, lr, SIZES, grad_scale=grad_scale)
+    exercise = MLP(BATCH, lr, SIZES, grad_scale=grad_scale, device=DEVICE)
     torch.manual_seed(3)
-    module = ModuleModel(BATCH, lr, SIZES, grad_scale=grad_scale)
+    module = ModuleModel(BATCH, lr, SIZES, grad_scale=grad_scale, device=DEVICE)
     return exercise, module
 
 
@@ -53,7 +54,8 @@ def test_losses_match_the_exercise_mlp_step_by_step(backend, grad_scale):
 def test_a_short_last_batch_is_scaled_by_its_own_rows(backend):
     exercise, module = twins("none")
     for x, labels in random_batches(3, rows=5):
-        torch.testing.assert_close(module.train_step(x, labels), exercise.train_step(x, labels), rtol=1e-5, atol=0)
+        loss = exercise.train_step(x, labels)
+        torch.testing.assert_close(module.train_step(x, labels), loss, rtol=1e-5, atol=0)
 
 
 def test_same_seed_same_network_and_random_state():
@@ -90,7 +92,7 @@ def test_state_dict_moves_between_the_two_apis(backend):
     torch.testing.assert_close(module_loss, loss, rtol=1e-5, atol=0)
     assert int(module_correct) == int(correct)
 
-    fresh = ModuleModel(BATCH, 0.1, SIZES)
+    fresh = ModuleModel(BATCH, 0.1, SIZES, device=DEVICE)
     fresh.load_state_dict(exercise.state_dict())
     torch.testing.assert_close(fresh.evaluate(x, labels)[0], loss, rtol=1e-5, atol=0)
 
@@ -104,8 +106,9 @@ def test_lr_reaches_the_optimizer():
 
 
 def test_bad_arguments_are_named():
+    # On the CPU, where the labels' range is checked.
     module = ModuleModel(BATCH, 0.1, SIZES)
-    x, labels = next(random_batches(1))
+    x, labels = next(random_batches(1, device="cpu"))
     with pytest.raises(ValueError, match="x must have 20 columns"):
         module.train_step(x[:, :3], labels)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):

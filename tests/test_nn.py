@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tritonnet.nn as tnn
+from conftest import TEST_DEVICE as DEVICE
 from tritonnet.backend import use_backend
 
 SIZES = (6, 5, 4, 3)
@@ -43,7 +44,7 @@ def from_twin_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def twin_of(model: tnn.MLP, dtype: torch.dtype = torch.float32) -> nn.Sequential:
-    twin = torch_twin(model.sizes).to(dtype)
+    twin = torch_twin(model.sizes).to(device=model.layers[0].weight.device, dtype=dtype)
     twin.load_state_dict(to_twin_keys(model.state_dict()))
     return twin
 
@@ -75,13 +76,13 @@ def test_initialization_and_state_dict_are_nn_linears(module_class, bias):
 
 
 def test_mlp_state_dict_round_trip_with_torch_sequential(backend):
-    model = tnn.MLP(SIZES)
-    twin = torch_twin()
+    model = tnn.MLP(SIZES, device=DEVICE)
+    twin = torch_twin().to(DEVICE)
     twin.load_state_dict(to_twin_keys(model.state_dict()))
-    x = torch.randn(5, SIZES[0])
+    x = torch.randn(5, SIZES[0], device=DEVICE)
     torch.testing.assert_close(model(x), twin(x), **FP32_TOLERANCE)
 
-    fresh = torch_twin()
+    fresh = torch_twin().to(DEVICE)
     model.load_state_dict(from_twin_keys(fresh.state_dict()))
     torch.testing.assert_close(model(x), fresh(x), **FP32_TOLERANCE)
 
@@ -104,10 +105,10 @@ def test_mlp_gradcheck_float64():
 
 @pytest.mark.parametrize("loss_path", ["fused", "logits"])
 def test_mlp_matches_float64_twin(backend, loss_path):
-    model = tnn.MLP(SIZES)
+    model = tnn.MLP(SIZES, device=DEVICE)
     twin = twin_of(model, torch.float64)
-    x = torch.randn(2, 4, SIZES[0])
-    target = torch.randint(0, SIZES[-1], (2, 4))
+    x = torch.randn(2, 4, SIZES[0], device=DEVICE)
+    target = torch.randint(0, SIZES[-1], (2, 4), device=DEVICE)
 
     if loss_path == "fused":
         loss = model.loss(x, target)
@@ -124,8 +125,8 @@ def test_mlp_matches_float64_twin(backend, loss_path):
 
 
 def test_cross_entropy_loss_with_a_very_negative_target_logit(backend):
-    logits = torch.randn(6, 4)
-    target = torch.randint(0, 4, (6,))
+    logits = torch.randn(6, 4, device=DEVICE)
+    target = torch.randint(0, 4, (6,), device=DEVICE)
     logits[2, target[2]] = -1e4  # its probability underflows to 0 in fp32
     ours = logits.clone().requires_grad_(True)
     theirs = logits.double().requires_grad_(True)
@@ -139,7 +140,7 @@ def test_cross_entropy_loss_with_a_very_negative_target_logit(backend):
 
 
 def test_softmax_module_matches_nn_softmax(backend):
-    x = torch.randn(3, 4, 5)
+    x = torch.randn(3, 4, 5, device=DEVICE)
     torch.testing.assert_close(tnn.Softmax(dim=1)(x), nn.Softmax(dim=1)(x), **FP32_TOLERANCE)
 
 
@@ -152,12 +153,12 @@ def test_softmax_module_matches_nn_softmax(backend):
     ids=["SGD", "Adam"],
 )
 def test_optimizer_steps_match_the_twin(backend, make_optimizer):
-    model = tnn.MLP(SIZES)
+    model = tnn.MLP(SIZES, device=DEVICE)
     twin = twin_of(model)
     initial = [p.detach().clone() for p in model.parameters()]
     optimizers = [make_optimizer(model.parameters()), make_optimizer(twin.parameters())]
-    x = torch.randn(8, SIZES[0])
-    target = torch.randint(0, SIZES[-1], (8,))
+    x = torch.randn(8, SIZES[0], device=DEVICE)
+    target = torch.randint(0, SIZES[-1], (8,), device=DEVICE)
     for _ in range(3):
         for optimizer in optimizers:
             optimizer.zero_grad()
@@ -173,10 +174,11 @@ def test_optimizer_steps_match_the_twin(backend, make_optimizer):
 
 
 def test_no_grad_builds_no_graph(backend):
-    model = tnn.MLP(SIZES)
+    model = tnn.MLP(SIZES, device=DEVICE)
     with torch.no_grad():
-        logits = model(torch.randn(4, SIZES[0]))
-        loss = model.loss(torch.randn(4, SIZES[0]), torch.randint(0, SIZES[-1], (4,)))
+        logits = model(torch.randn(4, SIZES[0], device=DEVICE))
+        target = torch.randint(0, SIZES[-1], (4,), device=DEVICE)
+        loss = model.loss(torch.randn(4, SIZES[0], device=DEVICE), target)
     assert logits.grad_fn is None and loss.grad_fn is None
 
 

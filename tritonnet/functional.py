@@ -12,7 +12,7 @@ makes these functions traceable by `torch.compile` without a graph break).
 - `torch.autocast`: `linear`, `linear_sigmoid` and the fused output layer run in
   the autocast dtype (bf16 or fp16), as torch's own matmuls do; the kernels
   accumulate in fp32 and round once. Softmax and cross-entropy compute in fp32
-  whatever their input dtype, and the loss is always fp32.
+  for half-precision inputs, and their loss is fp32 (fp64 only for fp64 logits).
 - Not supported: double backward, and cross-entropy options (class weights,
   `ignore_index`, label smoothing, reductions other than the mean).
 """
@@ -118,7 +118,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     Equal to `torch.nn.functional.cross_entropy` for 2-D logits. Classes are the
     last dimension (torch puts them on dimension 1 when there are more than two).
-    The loss is fp32 and finite for any finite logits.
+    The loss is fp32 (fp64 for fp64 logits) and finite for any finite logits.
     """
     logits = checks.check_float_tensor("logits", logits)
     if logits.dim() < 1:
