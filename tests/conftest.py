@@ -22,7 +22,8 @@ def triton_runnable() -> bool:
     return triton_available() and (torch.cuda.is_available() or interpreter_enabled())
 
 
-TEST_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# The compiled kernels need CUDA tensors; the interpreter runs on CPU tensors.
+TEST_DEVICE = "cuda" if torch.cuda.is_available() and not interpreter_enabled() else "cpu"
 
 requires_triton = pytest.mark.skipif(
     not triton_runnable(), reason="needs the triton package, and CUDA or TRITON_INTERPRET=1"
