@@ -6,11 +6,23 @@ PyTorch reference elsewhere; `set_backend` and `use_backend` choose explicitly.
 Importing tritonnet never imports triton or touches CUDA.
 """
 
+import importlib
+
 from tritonnet.backend import BACKENDS, get_backend, set_backend, use_backend
 from tritonnet.layers import GRAD_SCALES, Linear, Sigmoid, Softmax, compute_gradient, compute_loss
 from tritonnet.model import MLP
 
 __version__ = "0.1.0"
+
+# The drop-in PyTorch API registers torch.library ops; it loads on first use.
+_LAZY_SUBMODULES = ("functional", "nn")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"tritonnet.{name}")
+    raise AttributeError(f"module 'tritonnet' has no attribute {name!r}")
+
 
 __all__ = [
     "BACKENDS",
@@ -20,8 +32,10 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "compute_gradient",
+    "functional",
     "compute_loss",
     "get_backend",
+    "nn",
     "set_backend",
     "use_backend",
 ]

@@ -142,12 +142,16 @@ def sigmoid_backward(
     return _store((g * y * (1.0 - y)).to(grad_output.dtype), out)
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def softmax(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Row-wise softmax of a `[M, N]` tensor, stable: the row max is subtracted first.
 
     A row whose entries are all -inf gives NaN, as torch.softmax does.
     """
-    x32 = x.float()
+    x32 = _at_least_fp32(x)
     shifted = x32 - x32.amax(dim=1, keepdim=True)
     exp = shifted.exp_()
     exp.div_(exp.sum(dim=1, keepdim=True))
@@ -168,12 +172,15 @@ def linear_cross_entropy(
 
     For logits `z = x @ weight + bias` and class indices `target` `[M]` (int64):
     - probabilities `p = softmax(z)`;
-    - loss: the mean over rows of `logsumexp(z) - z[target]` (an fp32 scalar),
+    - loss: the mean over rows of `logsumexp(z) - z[target]` (an fp32 scalar, or
+      fp64 for fp64 inputs),
       which stays finite when a probability underflows to 0;
     - grad_logits: `(p - onehot(target)) * scale`, the gradient of the summed loss
       times `scale` (1 for the exercise, 1/M for the mean).
     """
-    logits = linear_forward(x.float(), weight.float(), None if bias is None else bias.float())
+    logits = linear_forward(
+        _at_least_fp32(x), _at_least_fp32(weight), None if bias is None else _at_least_fp32(bias)
+    )
     shifted = logits - logits.amax(dim=1, keepdim=True)
     log_sum_exp = shifted.exp().sum(dim=1, keepdim=True).log_()
     log_probabilities = shifted.sub_(log_sum_exp)
