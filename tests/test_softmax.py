@@ -1,0 +1,291 @@
+"""softmax against float64 torch.softmax on every backend, and the kernel's compilation.
+
+Also the exercise-level `tritonnet.Softmax`, with its loss gradient, against
+float64 autograd. Compiling kernels in a child process is shared with the other
+kernel tests (`compile_in_child`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tritonnet
+from tritonnet.backend import ops_for
+
+pytest.importorskip("triton", reason="the kernel tests need the triton package")
+
+from conftest import TEST_DEVICE, requires_triton  # noqa: E402
+from shapes import ROW_SHAPES  # noqa: E402
+from tritonnet.kernels.softmax import INTERPRETER_MAX_BLOCK_COLS, MAX_BLOCK_COLS, softmax_blocks  # noqa: E402
+
+# fp32 against float64: exp has an error of a few ulp, and its argument x - max a
+# rounding of |x - max| * 6e-8, which becomes a relative error of the result (for
+# the |x - max| <= ~40 of these inputs, 2.4e-6); the row sum adds log2(N) ulp.
+# 1e-5 covers that with room; a wrong formula is off by O(1). The atol only
+# matters for values below 1e-7 x rtol.
+FP32_TOLERANCE = dict(rtol=1e-5, atol=1e-12)
+# fp16/bf16 outputs: the fp32 result is rounded once to the output dtype, which
+# costs up to one ulp (2^-10 relative for fp16, 2^-7 for bf16): half an ulp on a
+# GPU, which rounds to nearest, a whole one in Triton's CPU interpreter, which
+# truncates to bf16. fp16 turns values below 6e-8 into subnormals of step 6e-8.
+LOW_PRECISION_TOLERANCE = {
+    torch.float16: dict(rtol=1e-3, atol=6e-8),
+    torch.bfloat16: dict(rtol=8e-3, atol=1e-12),
+}
+
+
+def expected_softmax(x: torch.Tensor) -> torch.Tensor:
+    """The oracle: float64 torch.softmax of exactly the values in x."""
+    return torch.softmax(x.double(), dim=1)
+
+
+@pytest.mark.parametrize("rows,cols", ROW_SHAPES)
+def test_softmax_matches_float64(backend, rows, cols):
+    x = torch.randn(rows, cols, device=TEST_DEVICE) * 3
+    y = ops_for(x).softmax(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    torch.testing.assert_close(y.double(), expected_softmax(x), **FP32_TOLERANCE)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rows,cols", [(64, 10), (129, 257)])
+def test_softmax_low_precision(backend, dtype, rows, cols):
+    x = (torch.randn(rows, cols, device=TEST_DEVICE) * 3).to(dtype)
+    y = ops_for(x).softmax(x)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.double(), expected_softmax(x), **LOW_PRECISION_TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("cols", [10, 1000])  # one block, and two passes when interpreted
+def test_softmax_strided_input_and_output(backend, cols):
+    transposed = torch.randn(cols, 33, device=TEST_DEVICE).t()
+    every_other_column = torch.randn(33, 2 * cols, device=TEST_DEVICE)[:, ::2]
+    for x in (transposed, every_other_column):
+        out = torch.full((cols, 33), float("nan"), device=TEST_DEVICE).t()
+        y = ops_for(x).softmax(x, out=out)
+        assert y is out
+        torch.testing.assert_close(out.double(), expected_softmax(x), **FP32_TOLERANCE)
+
+
+def test_softmax_in_place(backend):
+    x = torch.randn(20, 300, device=TEST_DEVICE)
+    expected = expected_softmax(x)
+    assert ops_for(x).softmax(x, out=x) is x
+    torch.testing.assert_close(x.double(), expected, **FP32_TOLERANCE)
+
+
+@pytest.mark.parametrize("cols", [10, 300])  # 300: -inf blocks before finite ones when interpreted
+def test_softmax_extreme_logits(backend, cols):
+    x = torch.randn(6, cols, device=TEST_DEVICE)
+    x[0, :] = float("-inf")  # all -inf: NaN, as torch gives
+    x[1, 0] = 1e4  # the exercise's exp(x) would overflow
+    x[2, 1] = -1e4
+    x[3, :-1] = float("-inf")  # one finite entry, last: probability 1
+    x[4, 2] = float("-inf")  # one -inf column: probability 0
+    x[5, :] = 1e4
+    x[5, -1] = 1e4 - 1
+    y = ops_for(x).softmax(x)
+    expected = expected_softmax(x)
+    assert torch.isnan(y[0]).all()
+    assert not torch.isnan(y[1:]).any()
+    torch.testing.assert_close(y.double(), expected, equal_nan=True, **FP32_TOLERANCE)
+
+
+def test_softmax_no_rows(backend):
+    x = torch.empty(0, 7, device=TEST_DEVICE)
+    assert ops_for(x).softmax(x).shape == (0, 7)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.integers(1, 24),
+    cols=st.integers(1, 700),
+    scale=st.sampled_from([0.1, 3.0, 30.0]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_softmax_random_shapes(backend, rows, cols, scale, seed):
+    generator = torch.Generator().manual_seed(seed)
+    x = (torch.randn(rows, cols, generator=generator) * scale).to(TEST_DEVICE)
+    # At scale 30, |x - max| reaches ~250: 250 * 6e-8 = 1.5e-5 of argument rounding.
+    torch.testing.assert_close(ops_for(x).softmax(x).double(), expected_softmax(x), rtol=3e-5, atol=1e-12)
+
+
+def test_exercise_softmax_and_its_loss_gradient(backend):
+    """`tritonnet.Softmax` and `compute_gradient(t, Softmax(z))` = d(summed loss)/dz."""
+    logits = torch.randn(64, 10, device=TEST_DEVICE) * 2
+    labels = torch.randint(0, 10, (64,), device=TEST_DEVICE)
+    target = torch.nn.functional.one_hot(labels, 10).to(logits.dtype)
+    logits64 = logits.double().requires_grad_()
+    probabilities64 = torch.softmax(logits64, dim=1)
+    (-(target.double() * probabilities64.log()).sum()).backward()
+
+    probabilities = tritonnet.Softmax(logits)
+    torch.testing.assert_close(probabilities.double(), probabilities64.detach(), **FP32_TOLERANCE)
+    gradient = tritonnet.compute_gradient(target, probabilities)
+    # p - t: the rtol of p, applied to entries of size up to 1.
+    torch.testing.assert_close(gradient.double(), logits64.grad, rtol=1e-5, atol=1e-6)
+
+
+@requires_triton
+def test_softmax_launcher_rejects_bad_arguments():
+    from tritonnet.triton_backend.softmax import softmax
+
+    x = torch.randn(4, 5, device=TEST_DEVICE)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
+        softmax([[1.0]])
+    with pytest.raises(ValueError, match=r"x must be 2-D .* got shape \(5,\)"):
+        softmax(x[0])
+    with pytest.raises(TypeError, match="x must have a floating dtype"):
+        softmax(x.long())
+    with pytest.raises(TypeError, match="x must have dtype float32, float16, bfloat16 .* got torch.float64"):
+        softmax(x.double())
+    with pytest.raises(ValueError, match=r"out must have 5 columns, got shape \(4, 6\)"):
+        softmax(x, out=torch.empty(4, 6, device=TEST_DEVICE))
+    with pytest.raises(TypeError, match="x torch.float32, out torch.float16"):
+        softmax(x, out=torch.empty(4, 5, device=TEST_DEVICE, dtype=torch.float16))
+
+
+# --- compilation for real GPUs -------------------------------------------------
+
+_TESTS = Path(__file__).resolve().parent
+
+# Runs in the child: compiles its share of the jobs (read as JSON from stdin) in
+# a pool of forked workers, which inherit the imports, and prints the results.
+_COMPILE_CHILD = r"""
+import dataclasses, importlib, json, multiprocessing, os, sys
+from compile_check import compile_kernel
+
+def compile_job(job):
+    kernel = getattr(importlib.import_module(job.pop("module")), job.pop("kernel"))
+    try:
+        return dataclasses.asdict(compile_kernel(kernel, **job))
+    except Exception as error:
+        return {"error": f"{type(error).__name__}: {error}"}
+
+jobs = json.load(sys.stdin)
+with multiprocessing.get_context("fork").Pool(min(len(jobs), os.cpu_count() or 1)) as pool:
+    print(json.dumps(pool.map(compile_job, jobs, chunksize=1)))
+"""
+
+
+def compile_in_child(jobs: list[dict]) -> list[dict]:
+    """Compile kernels for real GPUs (tests/compile_check.py) in a child Python process.
+
+    Why a child: under TRITON_INTERPRET=1, which conftest sets here, `@triton.jit`
+    returns an InterpretedFunction, and it did so for triton.language's own jit
+    helpers (tl.max, tl.sum, tl.cdiv, tl.sigmoid) when triton was first imported.
+    A kernel module re-imported with `triton.knobs.runtime.interpret` switched off
+    gets real JITFunctions, but the compiler still meets those interpreted helpers
+    and fails; only a process that imports triton without the interpreter compiles.
+
+    Each job is a dict with the keys "module" and "kernel" (where to find the
+    @triton.jit function) and the arguments of `compile_check.compile_kernel`:
+    "signature", "constexprs", "arch", "num_warps", "num_stages". Returns, for
+    each job, `compile_check.Resources` as a dict, or {"error": message}.
+    """
+    environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    child = subprocess.run(
+        [sys.executable, "-c", _COMPILE_CHILD],
+        input=json.dumps(jobs),
+        capture_output=True,
+        text=True,
+        cwd=_TESTS,
+        env=environment,
+        timeout=600,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"the compile child failed:\n{child.stderr[-4000:]}")
+    return json.loads(child.stdout)
+
+
+def kernel_signature(kernel, pointers: dict[str, str], constexprs: dict, floats: tuple[str, ...] = ()) -> dict:
+    """Triton types for every argument of `kernel`: `pointers` as given ("*fp32", ...),
+    "constexpr" for the names in `constexprs`, "fp32" for `floats`, and "i32" for
+    the rest (sizes and strides).
+
+    The callers put the strides of the contiguous dimensions into `constexprs` as
+    1: Triton specializes a stride of 1 into the code it launches on contiguous
+    tensors, which is what the library runs. No pointer is marked 16-byte
+    aligned, as at odd shapes.
+    """
+
+    def type_of(name: str) -> str:
+        if name in pointers:
+            return pointers[name]
+        if name in constexprs:
+            return "constexpr"
+        return "fp32" if name in floats else "i32"
+
+    return {name: type_of(name) for name in kernel.arg_names}
+
+
+def assert_compiled_without_spills(result: dict, record_property) -> None:
+    assert "error" not in result, result.get("error")
+    record_property("registers", result["registers"])
+    record_property("spill_bytes", result["spill_stores"] + result["spill_loads"])
+    assert result["spill_stores"] == 0 and result["spill_loads"] == 0, f"spills: {result}"
+
+
+def _softmax_block_configs() -> list[dict]:
+    """Every config `softmax_blocks` picks for the exercise's 10 classes, a
+    one-block row, the widest one-block row and a two-pass row, on a GPU and in
+    the interpreter."""
+    configs = []
+    for max_block_cols in (MAX_BLOCK_COLS, INTERPRETER_MAX_BLOCK_COLS):
+        for cols in (10, 1000, MAX_BLOCK_COLS, MAX_BLOCK_COLS + 1):
+            blocks = softmax_blocks(1 << 20, cols, max_block_cols)
+            if blocks not in configs:
+                configs.append(blocks)
+    return configs
+
+
+SOFTMAX_COMPILE_CASES = [
+    (blocks, dtype, arch)
+    for blocks in _softmax_block_configs()
+    for dtype in ("fp32", "bf16")
+    for arch in (90, 80)
+]
+
+
+def _softmax_case_id(case) -> str:
+    blocks, dtype, arch = case
+    single = "single" if blocks["SINGLE_PASS"] else "two-pass"
+    return f"{blocks['BLOCK_ROWS']}x{blocks['BLOCK_COLS']}-{single}-w{blocks['num_warps']}-{dtype}-sm{arch}"
+
+
+@pytest.fixture(scope="module")
+def softmax_compiled() -> dict:
+    from tritonnet.kernels.softmax import softmax_kernel
+
+    jobs = []
+    for blocks, dtype, arch in SOFTMAX_COMPILE_CASES:
+        constexprs = {name: value for name, value in blocks.items() if name != "num_warps"}
+        constexprs.update(stride_xn=1, stride_yn=1)
+        pointers = {"x_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
+        jobs.append(
+            {
+                "module": "tritonnet.kernels.softmax",
+                "kernel": "softmax_kernel",
+                "signature": kernel_signature(softmax_kernel, pointers, constexprs),
+                "constexprs": constexprs,
+                "arch": arch,
+                "num_warps": blocks["num_warps"],
+                "num_stages": 3,  # triton's default, which the launcher keeps
+            }
+        )
+    ids = [_softmax_case_id(case) for case in SOFTMAX_COMPILE_CASES]
+    return dict(zip(ids, compile_in_child(jobs)))
+
+
+@pytest.mark.parametrize("case", SOFTMAX_COMPILE_CASES, ids=_softmax_case_id)
+def test_softmax_kernel_compiles_without_spills(softmax_compiled, case, record_property):
+    assert_compiled_without_spills(softmax_compiled[_softmax_case_id(case)], record_property)
