@@ -1,0 +1,75 @@
+"""Launcher of the one-launch SGD update (`tritonnet.kernels.sgd`)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from tritonnet import checks
+from tritonnet.kernels.sgd import SGD_INTERPRETER_CONFIG, sgd_update_autotuned, sgd_update_kernel
+from tritonnet.triton_backend.common import interpreting
+from tritonnet.triton_backend.softmax import check_kernel_dtype
+
+
+def _check_pair(name: str, param: torch.Tensor, grad_name: str, grad: object) -> torch.Tensor:
+    """`grad` matches `param` in shape, device and dtype, and both are contiguous."""
+    grad = checks.check_float_tensor(grad_name, grad)
+    if grad.shape != param.shape:
+        raise ValueError(
+            f"{grad_name} must have the shape of {name}, {tuple(param.shape)}, got {tuple(grad.shape)}"
+        )
+    checks.check_same_device(**{name: param, grad_name: grad})
+    checks.check_same_dtype(**{name: param, grad_name: grad})
+    # The kernel walks each tensor as one flat run of elements.
+    for tensor_name, tensor in ((name, param), (grad_name, grad)):
+        if not tensor.is_contiguous():
+            raise ValueError(f"{tensor_name} must be contiguous, got strides {tensor.stride()}")
+    return grad
+
+
+def sgd_update(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    grad_weight: torch.Tensor,
+    grad_bias: torch.Tensor | None,
+    lr: float,
+) -> None:
+    """Plain SGD in place, `weight -= lr * grad_weight` and `bias -= lr * grad_bias`, in one launch.
+
+    Every tensor must be contiguous (the layers allocate them so); bias and
+    grad_bias are both None or both tensors. fp32 math, rounded once to the
+    parameters' dtype.
+    """
+    weight = checks.check_float_tensor("weight", weight)
+    check_kernel_dtype("weight", weight)
+    grad_weight = _check_pair("weight", weight, "grad_weight", grad_weight)
+    lr = checks.check_learning_rate("lr", lr)
+    if (bias is None) != (grad_bias is None):
+        raise ValueError(
+            "bias and grad_bias must both be tensors or both be None, got "
+            f"bias {type(bias).__name__} and grad_bias {type(grad_bias).__name__}"
+        )
+    if bias is None:
+        # No bias programs: the kernel never reads these pointers.
+        bias, grad_bias = weight, grad_weight
+        bias_numel = 0
+    else:
+        bias = checks.check_float_tensor("bias", bias)
+        checks.check_same_device(weight=weight, bias=bias)
+        checks.check_same_dtype(weight=weight, bias=bias)
+        grad_bias = _check_pair("bias", bias, "grad_bias", grad_bias)
+        bias_numel = bias.numel()
+
+    weight_numel = weight.numel()
+    args = (weight, grad_weight, weight_numel, bias, grad_bias, bias_numel, lr)
+
+    def grid(meta):
+        return (triton.cdiv(weight_numel, meta["BLOCK"]) + triton.cdiv(bias_numel, meta["BLOCK"]),)
+
+    if weight_numel + bias_numel == 0:
+        return
+    if interpreting():
+        config = SGD_INTERPRETER_CONFIG.kwargs
+        sgd_update_kernel[grid(config)](*args, **config)
+    else:
+        sgd_update_autotuned[grid](*args)

@@ -1,0 +1,87 @@
+"""Launchers of the standalone sigmoid kernels (`tritonnet.kernels.sigmoid`)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from tritonnet import checks
+from tritonnet.kernels.sigmoid import (
+    SIGMOID_INTERPRETER_CONFIG,
+    sigmoid_backward_autotuned,
+    sigmoid_backward_kernel,
+    sigmoid_forward_autotuned,
+    sigmoid_forward_kernel,
+)
+from tritonnet.triton_backend.common import interpreting
+from tritonnet.triton_backend.softmax import check_kernel_dtype
+
+
+def _check_out(out: torch.Tensor | None, like: torch.Tensor, like_name: str) -> torch.Tensor:
+    """`out` checked against `like` (shape, device, dtype), or a new tensor shaped like it."""
+    if out is None:
+        return torch.empty_like(like)
+    out = checks.check_matrix("out", out, cols=like.shape[1], rows=like.shape[0])
+    checks.check_same_device(**{like_name: like, "out": out})
+    checks.check_same_dtype(**{like_name: like, "out": out})
+    return out
+
+
+def _launch(autotuned, kernel, rows: int, cols: int, *args) -> None:
+    """One launch over `[rows, cols]` tiles: the fixed config when interpreted, autotuned otherwise."""
+    if interpreting():
+        config = SIGMOID_INTERPRETER_CONFIG.kwargs
+        grid = (triton.cdiv(rows, config["BLOCK_M"]), triton.cdiv(cols, config["BLOCK_N"]))
+        kernel[grid](*args, **config)
+    else:
+        def grid(meta):
+            return (triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(cols, meta["BLOCK_N"]))
+
+        autotuned[grid](*args)
+
+
+def sigmoid_forward(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """`1 / (1 + exp(-x))` of x `[M, N]` (any strides), into `out` if given (x itself too)."""
+    x = checks.check_matrix("x", x)
+    check_kernel_dtype("x", x)
+    out = _check_out(out, x, "x")
+    rows, cols = x.shape
+    if x.numel() == 0:
+        return out
+    _launch(
+        sigmoid_forward_autotuned, sigmoid_forward_kernel, rows, cols, x, out, rows, cols, *x.stride(), *out.stride()
+    )
+    return out
+
+
+def sigmoid_backward(
+    grad_output: torch.Tensor, output: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`grad_output * output * (1 - output)` for the saved sigmoid `output` `[M, N]`.
+
+    `out` may be grad_output itself.
+    """
+    output = checks.check_matrix("output", output)
+    check_kernel_dtype("output", output)
+    rows, cols = output.shape
+    grad_output = checks.check_matrix("grad_output", grad_output, cols=cols, rows=rows)
+    checks.check_same_device(grad_output=grad_output, output=output)
+    checks.check_same_dtype(grad_output=grad_output, output=output)
+    out = _check_out(out, grad_output, "grad_output")
+    if output.numel() == 0:
+        return out
+    _launch(
+        sigmoid_backward_autotuned,
+        sigmoid_backward_kernel,
+        rows,
+        cols,
+        grad_output,
+        output,
+        out,
+        rows,
+        cols,
+        *grad_output.stride(),
+        *output.stride(),
+        *out.stride(),
+    )
+    return out
