@@ -1,0 +1,218 @@
+"""The output layer, its softmax and the cross-entropy loss, with the loss gradient.
+
+Math. For x `[M, K]`, w `[K, N]`, b `[N]` and class indices t `[M]`:
+
+    z = x @ w + b                                  (the logits)
+    p[m, :] = softmax(z[m, :])                     (the probabilities)
+    loss[m] = logsumexp(z[m, :]) - z[m, t[m]]      (= -log p[m, t[m]])
+    grad_logits[m, n] = (p[m, n] - [n == t[m]]) * scale
+
+`logsumexp(z) - z[t]` is computed as `log(sum(exp(z - max))) - (z[t] - max)`: no
+exponential overflows, and the loss stays finite when p[t] underflows to 0 (the
+exercise's `-log(p)` would be inf there). grad_logits is the gradient of the
+summed loss over the logits, times `scale`.
+
+A target outside `[0, N)` gives loss NaN for its row (and grad_logits `p * scale`,
+no class subtracted); it is never used as an address. The trainer does not check
+the labels' range on the GPU, because reading them back would wait for the device
+at every step; the NaN loss is how a bad label shows up there.
+
+Two kernels:
+- `linear_cross_entropy_kernel`, when one row of logits fits one block (N <=
+  FUSED_MAX_N, the exercise's 10 classes): everything in one launch. Each program
+  owns BLOCK_M rows, builds their `[BLOCK_M, BLOCK_N]` logits in an fp32
+  accumulator with `tl.dot` along K, and while the tile is still in registers adds
+  the bias, takes the softmax, the loss and the gradient, and stores p, the
+  per-row loss and grad_logits. The logits never reach memory: unfused, they are
+  written by the matmul, read by the softmax, and p is read again by the loss and
+  again by its gradient.
+- `softmax_cross_entropy_kernel`, for wider rows: it reads logits that the linear
+  forward kernel wrote, makes the online-softmax pass of `softmax.py` for each
+  row's maximum and sum, then a second pass that writes p and grad_logits.
+
+The mean over rows of the per-row loss is left to the launcher, as a `.mean()` on
+the device: a single program cannot see every row, and summing across programs
+with atomics would make the loss depend on the order the programs finish in; the
+extra launch reads M floats.
+"""
+
+import triton
+import triton.language as tl
+
+from tritonnet.kernels.softmax import load_row_block, online_row_statistics
+
+# Widest logits row the fused kernel holds in registers. Derived from the compile
+# tests (tests/test_linear_cross_entropy.py): at BLOCK_N = 64 every config below
+# compiles without spills for sm_80 and sm_90, fp32 (ieee, tf32) and bf16; at 128
+# the fp32 "ieee" dot, which runs on FMA units and keeps both operand tiles in
+# registers, spilled on sm_80 for all but the smallest tile.
+FUSED_MAX_N = 64
+
+# M is the batch (64 in the exercise, up to a few thousand when evaluating), K the
+# last hidden width (128 in the exercise), N <= 64. The 16-row tile gives a batch
+# of 64 four programs; the 64-row tile reads w a quarter as often at big batches.
+# Larger tiles (BLOCK_K = 64 with 3 stages) spilled for fp32 on sm_80.
+LINEAR_CROSS_ENTROPY_CONFIGS = [
+    triton.Config({"BLOCK_M": 16, "BLOCK_K": 32}, num_stages=2, num_warps=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_K": 16}, num_stages=2, num_warps=8),
+]
+
+# The CPU interpreter runs programs one after another: few programs are fastest.
+# It is one of the configs above, so the compile tests cover it.
+LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG = LINEAR_CROSS_ENTROPY_CONFIGS[1]
+
+
+@triton.jit
+def linear_cross_entropy_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    target_ptr,
+    p_ptr,
+    grad_ptr,
+    loss_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_xk,
+    stride_wk,
+    stride_wn,
+    stride_b,
+    stride_target,
+    stride_pm,
+    stride_pn,
+    stride_gm,
+    stride_gn,
+    scale,
+    HAS_BIAS: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Logits, softmax, per-row loss and loss gradient of BLOCK_M rows, in one program.
+
+    Args:
+        x_ptr: x `[M, K]`, strides `(stride_xm, stride_xk)`.
+        w_ptr: w `[K, N]`, strides `(stride_wk, stride_wn)`; same dtype as x.
+        b_ptr: b `[N]`, stride `stride_b`; read only if HAS_BIAS.
+        target_ptr: t `[M]` integer class indices, stride `stride_target`.
+        p_ptr: p `[M, N]`, strides `(stride_pm, stride_pn)`; written in its own dtype.
+        grad_ptr: grad_logits `[M, N]`, strides `(stride_gm, stride_gn)`.
+        loss_ptr: the per-row loss `[M]`, fp32, contiguous.
+        scale: the factor on grad_logits.
+        INPUT_PRECISION: `tl.dot`'s input_precision for fp32 operands ("ieee", "tf32").
+        BLOCK_M, BLOCK_K: tile sizes; BLOCK_N: N rounded up to a power of two >= 16.
+    """
+    # int64 ids keep the offsets below exact past 2**31 elements.
+    pid = tl.program_id(axis=0).to(tl.int64)
+    offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
+
+    accumulator = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        # Masked-off entries load as 0 and add nothing to the dot.
+        mask_k = offs_k < K - k * BLOCK_K
+        x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        accumulator = tl.dot(x, w, accumulator, input_precision=INPUT_PRECISION)
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+    if HAS_BIAS:
+        b = tl.load(b_ptr + offs_n * stride_b, mask=mask_n, other=0.0)
+        accumulator += b.to(tl.float32)[None, :]
+
+    # Columns past N are -inf: they never win the maximum and add exp(-inf) = 0.
+    logits = tl.where(mask_n[None, :], accumulator, float("-inf"))
+    shifted = logits - tl.max(logits, axis=1)[:, None]
+    exponentials = tl.exp(shifted)
+    row_sum = tl.sum(exponentials, axis=1)
+    p = exponentials / row_sum[:, None]
+
+    # Rows past M read target 0; their results are never stored.
+    target = tl.load(target_ptr + offs_m * stride_target, mask=mask_m, other=0).to(tl.int64)
+    is_target = offs_n[None, :] == target[:, None]
+    target_shifted = tl.sum(tl.where(is_target, shifted, 0.0), axis=1)
+    valid_target = (target >= 0) & (target < N)
+    loss = tl.where(valid_target, tl.log(row_sum) - target_shifted, float("nan"))
+    grad = (p - tl.where(is_target, 1.0, 0.0)) * scale
+
+    mask = mask_m[:, None] & mask_n[None, :]
+    p_ptrs = p_ptr + offs_m[:, None] * stride_pm + offs_n[None, :] * stride_pn
+    tl.store(p_ptrs, p.to(p_ptr.dtype.element_ty), mask=mask)
+    grad_ptrs = grad_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn
+    tl.store(grad_ptrs, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+    tl.store(loss_ptr + offs_m, loss, mask=mask_m)
+
+
+linear_cross_entropy_autotuned = triton.autotune(configs=LINEAR_CROSS_ENTROPY_CONFIGS, key=["M", "N", "K"])(
+    linear_cross_entropy_kernel
+)
+
+
+@triton.jit
+def softmax_cross_entropy_kernel(
+    z_ptr,
+    target_ptr,
+    p_ptr,
+    grad_ptr,
+    loss_ptr,
+    M,
+    N,
+    stride_zm,
+    stride_zn,
+    stride_target,
+    stride_pm,
+    stride_pn,
+    stride_gm,
+    stride_gn,
+    scale,
+    BLOCK_ROWS: tl.constexpr,
+    BLOCK_COLS: tl.constexpr,
+):
+    """Softmax, per-row loss and loss gradient of BLOCK_ROWS rows of logits z.
+
+    Args:
+        z_ptr: z `[M, N]` logits, strides `(stride_zm, stride_zn)`.
+        target_ptr: t `[M]` integer class indices, stride `stride_target`.
+        p_ptr: p `[M, N]`, strides `(stride_pm, stride_pn)`; written in its own dtype.
+        grad_ptr: grad_logits `[M, N]`, strides `(stride_gm, stride_gn)`.
+        loss_ptr: the per-row loss `[M]`, fp32, contiguous.
+        scale: the factor on grad_logits.
+        BLOCK_ROWS, BLOCK_COLS: the tile, from `softmax.softmax_blocks`. Rows of any
+            width take the two passes (statistics, then normalize-and-store): this
+            kernel only runs for rows wider than FUSED_MAX_N.
+    """
+    row_block = tl.program_id(axis=0).to(tl.int64)
+    offs_row = row_block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    mask_row = offs_row < M
+    row_max, row_sum = online_row_statistics(
+        z_ptr, offs_row, mask_row, N, stride_zm, stride_zn, BLOCK_ROWS, BLOCK_COLS
+    )
+
+    target = tl.load(target_ptr + offs_row * stride_target, mask=mask_row, other=0).to(tl.int64)
+    valid_target = (target >= 0) & (target < N)
+    # Only a target inside the row is read; the others get loss NaN.
+    target_logit = tl.load(
+        z_ptr + offs_row * stride_zm + target * stride_zn, mask=mask_row & valid_target, other=0.0
+    ).to(tl.float32)
+    loss = tl.where(valid_target, tl.log(row_sum) - (target_logit - row_max), float("nan"))
+    tl.store(loss_ptr + offs_row, loss, mask=mask_row)
+
+    for col_start in range(0, N, BLOCK_COLS):
+        z = load_row_block(z_ptr, offs_row, mask_row, col_start, N, stride_zm, stride_zn, BLOCK_COLS)
+        p = tl.exp(z - row_max[:, None]) / row_sum[:, None]
+        offs_col = col_start + tl.arange(0, BLOCK_COLS)
+        is_target = offs_col[None, :] == target[:, None]
+        grad = (p - tl.where(is_target, 1.0, 0.0)) * scale
+        mask = mask_row[:, None] & (offs_col < N)[None, :]
+        p_ptrs = p_ptr + offs_row[:, None] * stride_pm + offs_col[None, :] * stride_pn
+        tl.store(p_ptrs, p.to(p_ptr.dtype.element_ty), mask=mask)
+        grad_ptrs = grad_ptr + offs_row[:, None] * stride_gm + offs_col[None, :] * stride_gn
+        tl.store(grad_ptrs, grad.to(grad_ptr.dtype.element_ty), mask=mask)

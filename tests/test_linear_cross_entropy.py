@@ -1,0 +1,327 @@
+"""linear_cross_entropy against float64 torch (cross_entropy and autograd) on every
+backend, and the compilation of its two kernels.
+
+Rows of up to FUSED_MAX_N classes take the fused kernel; wider rows the linear
+forward kernel followed by the row-wise softmax-cross-entropy kernel. The shapes
+below cover both.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tritonnet.backend import interpreter_enabled, ops_for
+
+pytest.importorskip("triton", reason="the kernel tests need the triton package")
+
+from conftest import TEST_DEVICE, requires_triton  # noqa: E402
+from shapes import EXERCISE_LINEAR_SHAPES, ODD_LINEAR_SHAPES, ROW_SHAPES  # noqa: E402
+from test_softmax import assert_compiled_without_spills, compile_in_child, kernel_signature  # noqa: E402
+from tritonnet.kernels.linear_cross_entropy import (  # noqa: E402
+    FUSED_MAX_N,
+    LINEAR_CROSS_ENTROPY_CONFIGS,
+    LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG,
+)
+from tritonnet.kernels.softmax import INTERPRETER_MAX_BLOCK_COLS, MAX_BLOCK_COLS, softmax_blocks  # noqa: E402
+
+# (rows, in_features, classes): the exercise's output layer, the odd linear
+# shapes, and the row shapes of the row-wise ops with 24 in_features.
+SHAPES = [EXERCISE_LINEAR_SHAPES[-1]] + ODD_LINEAR_SHAPES + [(rows, 24, cols) for rows, cols in ROW_SHAPES]
+
+# fp32 against float64. The logits are fp32 dot products of up to 1000 terms of
+# O(1) values scaled by 1/sqrt(K): absolute errors of about 1e-6, which become
+# relative errors of p of the same size; the softmax adds the 1e-5 of
+# test_softmax. The loss is a difference of O(1) numbers: 1e-6 absolute. The
+# gradient p - onehot inherits p's error, next to entries of size up to 1.
+PROBABILITY_TOLERANCE = dict(rtol=1e-5, atol=1e-7)
+LOSS_TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+GRADIENT_TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+# bf16/fp16 inputs: x and w are exact in float64, products are exact in fp32 and
+# summed in fp32, so the loss (fp32) keeps the fp32 tolerance. p and the gradient
+# are rounded to the input dtype: up to one ulp (2^-7 for bf16, 2^-10 for fp16;
+# a whole ulp because Triton's CPU interpreter truncates to bf16).
+LOW_PRECISION_RTOL = {torch.bfloat16: 8e-3, torch.float16: 1e-3}
+
+
+def make_inputs(rows, in_features, classes, dtype=torch.float32, bias=True, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, in_features, generator=generator)
+    weight = torch.randn(in_features, classes, generator=generator) / in_features**0.5
+    b = torch.randn(classes, generator=generator) if bias else None
+    target = torch.randint(0, classes, (rows,), generator=generator)
+
+    def move(t):
+        return None if t is None else t.to(device=TEST_DEVICE, dtype=dtype)
+
+    return move(x), move(weight), move(b), target.to(TEST_DEVICE)
+
+
+def expected_outputs(x, weight, bias, target, scale):
+    """The oracle: float64 logits of exactly the given values, torch's softmax and
+    cross_entropy, and the gradient of the summed loss by autograd, times scale."""
+    logits = x.double() @ weight.double()
+    if bias is not None:
+        logits = logits + bias.double()
+    logits.requires_grad_()
+    summed = F.cross_entropy(logits, target, reduction="sum")
+    summed.backward()
+    return torch.softmax(logits.detach(), dim=1), summed.detach() / x.shape[0], logits.grad * scale
+
+
+def assert_matches(outputs, expected, rtol_low_precision=None):
+    probabilities, loss, grad_logits = outputs
+    expected_probabilities, expected_loss, expected_grad = expected
+    assert loss.dtype == torch.float32 and loss.dim() == 0
+    torch.testing.assert_close(loss.double(), expected_loss, **LOSS_TOLERANCE)
+    if rtol_low_precision is None:
+        torch.testing.assert_close(probabilities.double(), expected_probabilities, **PROBABILITY_TOLERANCE)
+        torch.testing.assert_close(grad_logits.double(), expected_grad, **GRADIENT_TOLERANCE)
+    else:
+        torch.testing.assert_close(
+            probabilities.double(), expected_probabilities, rtol=rtol_low_precision, atol=1e-7
+        )
+        torch.testing.assert_close(grad_logits.double(), expected_grad, rtol=rtol_low_precision, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "rows,in_features,classes,bias",
+    [shape + (True,) for shape in SHAPES] + [(64, 128, 10, False), (3, 24, 1000, False)],
+)
+def test_linear_cross_entropy_matches_float64(backend, rows, in_features, classes, bias):
+    x, weight, b, target = make_inputs(rows, in_features, classes, bias=bias)
+    scale = 1.0 / rows
+    outputs = ops_for(x).linear_cross_entropy(x, weight, b, target, scale)
+    assert outputs[0].shape == outputs[2].shape == (rows, classes)
+    assert_matches(outputs, expected_outputs(x, weight, b, target, scale))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("rows,in_features,classes", [(64, 128, 10), (3, 24, 1000)])
+def test_linear_cross_entropy_low_precision(backend, dtype, rows, in_features, classes):
+    if backend == "triton" and dtype == torch.bfloat16 and classes <= FUSED_MAX_N and interpreter_enabled():
+        pytest.skip(
+            "Triton's CPU interpreter multiplies the raw bit patterns of bf16 tl.dot operands "
+            "(triton-lang/triton#11584, not supported upstream); the fused bf16 kernel runs on GPUs only"
+        )
+    x, weight, b, target = make_inputs(rows, in_features, classes, dtype=dtype)
+    probabilities, loss, grad_logits = ops_for(x).linear_cross_entropy(x, weight, b, target)
+    assert probabilities.dtype == grad_logits.dtype == dtype
+    assert_matches(
+        (probabilities, loss, grad_logits),
+        expected_outputs(x, weight, b, target, 1.0),
+        rtol_low_precision=LOW_PRECISION_RTOL[dtype],
+    )
+
+
+@pytest.mark.parametrize("classes", [10, 300])  # fused, and linear + row kernel
+def test_linear_cross_entropy_strided_operands_and_outputs(backend, classes):
+    rows, in_features = 33, 40
+    x = torch.randn(rows, 2 * in_features, device=TEST_DEVICE)[:, ::2]
+    weight = torch.randn(classes, in_features, device=TEST_DEVICE).t() / in_features**0.5
+    bias = torch.randn(2 * classes, device=TEST_DEVICE)[::2]
+    target = torch.randint(0, classes, (2 * rows,), device=TEST_DEVICE)[::2]
+    out_probabilities = torch.full((classes, rows), float("nan"), device=TEST_DEVICE).t()
+    out_grad_logits = torch.full((classes, rows), float("nan"), device=TEST_DEVICE).t()
+    outputs = ops_for(x).linear_cross_entropy(
+        x, weight, bias, target, 0.25, out_probabilities=out_probabilities, out_grad_logits=out_grad_logits
+    )
+    assert outputs[0] is out_probabilities and outputs[2] is out_grad_logits
+    assert_matches(outputs, expected_outputs(x, weight, bias, target, 0.25))
+
+
+@pytest.mark.parametrize("classes", [10, 300])
+def test_linear_cross_entropy_extreme_logits(backend, classes):
+    x, weight, _, target = make_inputs(8, 16, classes)
+    bias = torch.zeros(classes, device=TEST_DEVICE)
+    bias[0], bias[1], bias[2] = 1e4, -1e4, float("-inf")  # exp(1e4) overflows unshifted
+    target[target == 2] = 3  # the -inf class is the target of no row, for now
+    target[0], target[1] = 0, 1
+    outputs = ops_for(x).linear_cross_entropy(x, weight, bias, target)
+    assert torch.isfinite(outputs[1])
+    assert (outputs[0][:, 2] == 0).all() and (outputs[2][:, 2] == 0).all()
+    assert_matches(outputs, expected_outputs(x, weight, bias, target, 1.0))
+
+    target[4] = 2  # the class of the -inf logit: -log(0), an infinite loss, as torch
+    assert ops_for(x).linear_cross_entropy(x, weight, bias, target)[1] == float("inf")
+
+
+@pytest.mark.parametrize("classes", [10, 300])
+def test_target_out_of_range(backend, classes):
+    """The Triton kernels give a NaN loss row; the reference trusts its arguments."""
+    x, weight, bias, target = make_inputs(6, 16, classes)
+    target[1], target[4] = classes, -1
+    if backend == "reference":
+        # It indexes with the target: an IndexError past the last class (and a
+        # negative index counts from the end, as Python's do).
+        with pytest.raises(IndexError):
+            ops_for(x).linear_cross_entropy(x, weight, bias, target)
+        return
+    probabilities, loss, grad_logits = ops_for(x).linear_cross_entropy(x, weight, bias, target, 0.5)
+    assert torch.isnan(loss)
+    valid = torch.tensor([0, 2, 3, 5], device=TEST_DEVICE)
+    expected = expected_outputs(x[valid], weight, bias, target[valid], 0.5)
+    logits = x.double() @ weight.double() + bias.double()
+    torch.testing.assert_close(probabilities.double(), torch.softmax(logits, dim=1), **PROBABILITY_TOLERANCE)
+    torch.testing.assert_close(grad_logits[valid].double(), expected[2], **GRADIENT_TOLERANCE)
+    # No class to subtract: the gradient of a bad row is p * scale.
+    torch.testing.assert_close(grad_logits[[1, 4]], probabilities[[1, 4]] * 0.5)
+
+
+def test_linear_cross_entropy_no_rows(backend):
+    x, weight, bias, _ = make_inputs(0, 16, 10)
+    target = torch.empty(0, dtype=torch.int64, device=TEST_DEVICE)
+    probabilities, loss, grad_logits = ops_for(x).linear_cross_entropy(x, weight, bias, target)
+    assert probabilities.shape == grad_logits.shape == (0, 10)
+    assert torch.isnan(loss)  # the mean of nothing, as torch.mean gives
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.integers(1, 40),
+    in_features=st.integers(1, 40),
+    classes=st.integers(1, 2 * FUSED_MAX_N),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_linear_cross_entropy_random_shapes(backend, rows, in_features, classes, bias, seed):
+    x, weight, b, target = make_inputs(rows, in_features, classes, bias=bias, seed=seed)
+    outputs = ops_for(x).linear_cross_entropy(x, weight, b, target, 1.0 / rows)
+    assert_matches(outputs, expected_outputs(x, weight, b, target, 1.0 / rows))
+
+
+@requires_triton
+def test_linear_cross_entropy_launcher_rejects_bad_arguments():
+    from tritonnet.triton_backend.cross_entropy import linear_cross_entropy
+
+    x, weight, bias, target = make_inputs(4, 8, 10)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
+        linear_cross_entropy([[1.0]], weight, bias, target)
+    with pytest.raises(ValueError, match=r"weight must have 8 rows, got shape \(9, 10\)"):
+        linear_cross_entropy(x, weight.new_zeros(9, 10), bias, target)
+    with pytest.raises(ValueError, match=r"bias must have shape \(10,\), got \(11,\)"):
+        linear_cross_entropy(x, weight, bias.new_zeros(11), target)
+    with pytest.raises(TypeError, match="target must hold integer class indices, got dtype torch.float32"):
+        linear_cross_entropy(x, weight, bias, target.float())
+    with pytest.raises(ValueError, match=r"target must have shape \(4,\), got \(5,\)"):
+        linear_cross_entropy(x, weight, bias, target.new_zeros(5))
+    with pytest.raises(TypeError, match="x torch.float32, weight torch.float16"):
+        linear_cross_entropy(x, weight.half(), bias, target)
+    with pytest.raises(TypeError, match="x must have dtype float32, float16, bfloat16 .* got torch.float64"):
+        linear_cross_entropy(x.double(), weight.double(), bias.double(), target)
+    with pytest.raises(ValueError, match=r"out_probabilities must have 10 columns, got shape \(4, 9\)"):
+        linear_cross_entropy(x, weight, bias, target, out_probabilities=x.new_zeros(4, 9))
+    with pytest.raises(TypeError, match="scale must be a real number, got str"):
+        linear_cross_entropy(x, weight, bias, target, "1")
+
+
+# --- compilation for real GPUs -------------------------------------------------
+
+PRECISIONS = [("fp32", "ieee"), ("fp32", "tf32"), ("bf16", "ieee")]
+
+# The exercise's 10 classes (BLOCK_N 16) and the widest fused row (BLOCK_N 64).
+FUSED_BLOCK_N = [16, FUSED_MAX_N]
+
+FUSED_CASES = [
+    (config, block_n, dtype, precision, arch)
+    for config in LINEAR_CROSS_ENTROPY_CONFIGS
+    for block_n in FUSED_BLOCK_N
+    for dtype, precision in PRECISIONS
+    for arch in (90, 80)
+]
+
+
+def _fused_case_id(case) -> str:
+    config, block_n, dtype, precision, arch = case
+    m, k = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_K"]
+    return f"m{m}-n{block_n}-k{k}-w{config.num_warps}-s{config.num_stages}-{dtype}-{precision}-sm{arch}"
+
+
+def _row_block_configs() -> list[dict]:
+    """The configs `softmax_blocks` picks for rows just past the fused width, of
+    1000 classes, and one-block and two-block rows at the cap, on a GPU and in the
+    interpreter (the row kernel ignores SINGLE_PASS: it always makes two passes)."""
+    configs = []
+    for max_block_cols in (MAX_BLOCK_COLS, INTERPRETER_MAX_BLOCK_COLS):
+        for cols in (FUSED_MAX_N + 1, 1000, MAX_BLOCK_COLS, MAX_BLOCK_COLS + 1):
+            blocks = softmax_blocks(1 << 20, cols, max_block_cols)
+            blocks.pop("SINGLE_PASS")
+            if blocks not in configs:
+                configs.append(blocks)
+    return configs
+
+
+ROW_CASES = [
+    (blocks, dtype, arch) for blocks in _row_block_configs() for dtype in ("fp32", "bf16") for arch in (90, 80)
+]
+
+
+def _row_case_id(case) -> str:
+    blocks, dtype, arch = case
+    return f"{blocks['BLOCK_ROWS']}x{blocks['BLOCK_COLS']}-w{blocks['num_warps']}-{dtype}-sm{arch}"
+
+
+@pytest.fixture(scope="module")
+def cross_entropy_compiled() -> dict:
+    from tritonnet.kernels.linear_cross_entropy import linear_cross_entropy_kernel, softmax_cross_entropy_kernel
+
+    module = "tritonnet.kernels.linear_cross_entropy"
+    jobs, ids = [], []
+    for case in FUSED_CASES:
+        config, block_n, dtype, precision, arch = case
+        constexprs = {"HAS_BIAS": True, "INPUT_PRECISION": precision, "BLOCK_N": block_n, **config.kwargs}
+        constexprs.update(dict.fromkeys(("stride_xk", "stride_wn", "stride_b", "stride_target"), 1))
+        constexprs.update(stride_pn=1, stride_gn=1)
+        pointers = {name: f"*{dtype}" for name in ("x_ptr", "w_ptr", "b_ptr", "p_ptr", "grad_ptr")}
+        pointers.update(target_ptr="*i64", loss_ptr="*fp32")
+        signature = kernel_signature(linear_cross_entropy_kernel, pointers, constexprs, floats=("scale",))
+        jobs.append(
+            {
+                "module": module,
+                "kernel": "linear_cross_entropy_kernel",
+                "signature": signature,
+                "constexprs": constexprs,
+                "arch": arch,
+                "num_warps": config.num_warps,
+                "num_stages": config.num_stages,
+            }
+        )
+        ids.append(_fused_case_id(case))
+    for case in ROW_CASES:
+        blocks, dtype, arch = case
+        constexprs = {"BLOCK_ROWS": blocks["BLOCK_ROWS"], "BLOCK_COLS": blocks["BLOCK_COLS"]}
+        constexprs.update(dict.fromkeys(("stride_zn", "stride_target", "stride_pn", "stride_gn"), 1))
+        # The logits are always fp32 (the launcher widens low-precision inputs).
+        pointers = {"z_ptr": "*fp32", "target_ptr": "*i64", "p_ptr": f"*{dtype}", "grad_ptr": f"*{dtype}"}
+        pointers["loss_ptr"] = "*fp32"
+        signature = kernel_signature(softmax_cross_entropy_kernel, pointers, constexprs, floats=("scale",))
+        jobs.append(
+            {
+                "module": module,
+                "kernel": "softmax_cross_entropy_kernel",
+                "signature": signature,
+                "constexprs": constexprs,
+                "arch": arch,
+                "num_warps": blocks["num_warps"],
+                "num_stages": 3,  # triton's default, which the launcher keeps
+            }
+        )
+        ids.append(_row_case_id(case))
+    return dict(zip(ids, compile_in_child(jobs)))
+
+
+def test_interpreter_config_is_among_the_compiled_ones():
+    assert any(config is LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG for config in LINEAR_CROSS_ENTROPY_CONFIGS)
+
+
+@pytest.mark.parametrize("case", FUSED_CASES, ids=_fused_case_id)
+def test_fused_kernel_compiles_without_spills(cross_entropy_compiled, case, record_property):
+    assert_compiled_without_spills(cross_entropy_compiled[_fused_case_id(case)], record_property)
+
+
+@pytest.mark.parametrize("case", ROW_CASES, ids=_row_case_id)
+def test_row_kernel_compiles_without_spills(cross_entropy_compiled, case, record_property):
+    assert_compiled_without_spills(cross_entropy_compiled[_row_case_id(case)], record_property)
