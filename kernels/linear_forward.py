@@ -1,0 +1,139 @@
+"""The fused linear layer forward: `y = activation(x @ w + b)` in one kernel.
+
+Math. For x `[M, K]` (M rows of the batch, K in_features), w `[K, N]` (N
+out_features) and b `[N]`:
+
+    y[m, n] = activation(sum_k x[m, k] * w[k, n] + b[n])
+
+with activation the identity ("none") or `1 / (1 + exp(-z))` ("sigmoid").
+
+Shapes and strides. Every operand is addressed through its own pair of strides,
+so no operand has to be contiguous: the weight may be the transposed view
+`linear.weight.t()` of an `[N, K]` tensor, and x may be a column slice of a wider
+buffer. The strides are passed in elements.
+
+Blocks and programs. Each program computes one `[BLOCK_M, BLOCK_N]` tile of y. It
+walks along K in steps of BLOCK_K, loads a `[BLOCK_M, BLOCK_K]` tile of x and a
+`[BLOCK_K, BLOCK_N]` tile of w, and adds their `tl.dot` into an fp32 accumulator.
+The program ids are ordered in groups of GROUP_M tile rows (as in Triton's
+matrix-multiplication tutorial): the programs that run at the same time then share
+a few rows of x and a few columns of w, which stay in L2 instead of being read
+again from memory. At the exercise's shapes (x is 784 or 512 wide, w at most
+784 x 512) both fit in L2 anyway for small batches; the grouping matters at
+large batches, where x alone is many megabytes.
+
+What is fused, and why. The bias and the activation are applied to the fp32
+accumulator while the tile is still in registers, before the one store. Unfused,
+the layer is three passes over y (matmul, add the bias, sigmoid), each reading
+and writing `M x N` values; fused, y is written once, and the activation sees the
+sum before it is rounded to the output's dtype.
+"""
+
+import triton
+import triton.language as tl
+
+# The exercise's shapes: M (batch) from 64 to 16384, K in {784, 512, 128},
+# N in {512, 128, 10}. Big tiles keep the tensor cores fed for the big layers at
+# big batches; the thin BLOCK_N = 16 tile is for the 10-class output layer, where
+# a 64-wide tile would be mostly masked-off columns; the small tile gives a batch
+# of 64 enough programs to spread over the SMs. BLOCK_K stays at 32: fp32 with
+# input_precision "ieee" (torch's default) runs tl.dot on the CUDA cores, which
+# hold a whole BLOCK_K slice of both operands in registers, and 64 spills there.
+# Each config compiles without spills for sm_80 and sm_90, fp32 and bf16 (see
+# tests/test_linear_forward.py).
+MID_TILES = triton.Config(
+    {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8}, num_stages=3, num_warps=4
+)
+LINEAR_FORWARD_CONFIGS = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8}, num_stages=3, num_warps=8),
+    MID_TILES,
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 8}, num_stages=4, num_warps=8),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8}, num_stages=4, num_warps=4),
+]
+
+# The CPU interpreter runs the programs one after another, and every step of a
+# program's loop costs milliseconds of Python: it takes the mid-sized tiles,
+# which still leave partial blocks at the tests' odd shapes.
+LINEAR_FORWARD_INTERPRETER_CONFIG = MID_TILES
+
+
+@triton.jit
+def linear_forward_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    y_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_xk,
+    stride_wk,
+    stride_wn,
+    stride_ym,
+    stride_yn,
+    stride_b,
+    HAS_BIAS: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """One `[BLOCK_M, BLOCK_N]` tile of `y = activation(x @ w + b)`.
+
+    Args:
+        x_ptr: x `[M, K]`, strides `(stride_xm, stride_xk)`.
+        w_ptr: w `[K, N]`, strides `(stride_wk, stride_wn)`; same dtype as x.
+        b_ptr: b `[N]`, stride `stride_b`; read only if HAS_BIAS (None otherwise).
+        y_ptr: y `[M, N]`, strides `(stride_ym, stride_yn)`; written in x's dtype.
+        HAS_BIAS: whether to add b.
+        ACTIVATION: "none" or "sigmoid".
+        INPUT_PRECISION: `tl.dot`'s input_precision for fp32 operands ("ieee", "tf32").
+        BLOCK_M, BLOCK_N, BLOCK_K: tile sizes; GROUP_M: tile rows per group.
+    """
+    # Grouped order: consecutive program ids fill a column of GROUP_M tiles
+    # before moving to the next column of tiles, so they share tiles of x and w.
+    # int64 ids keep the offsets below exact past 2**31 elements.
+    pid = tl.program_id(axis=0).to(tl.int64)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
+
+    accumulator = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        # Masked-off entries load as 0 and add nothing to the dot.
+        mask_k = offs_k < K - k * BLOCK_K
+        x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        accumulator = tl.dot(x, w, accumulator, input_precision=INPUT_PRECISION)
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+
+    if HAS_BIAS:
+        b = tl.load(b_ptr + offs_n * stride_b, mask=mask_n, other=0.0)
+        accumulator += b.to(tl.float32)[None, :]
+    if ACTIVATION == "sigmoid":
+        accumulator = tl.sigmoid(accumulator)
+
+    y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    tl.store(y_ptrs, accumulator.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+linear_forward_autotuned = triton.autotune(configs=LINEAR_FORWARD_CONFIGS, key=["M", "N", "K"])(
+    linear_forward_kernel
+)
