@@ -22,8 +22,17 @@ import sys
 
 import torch
 
-from harness import Environment, ResultWriter, parser, time_kernel
-from kernel_common import MATMUL_MODES, Work, kernel_device, kernel_providers, precision, record, torch_variant, tritonnet_ops
+from harness import Environment, ResultWriter, parser, results_dir, time_kernel
+from kernel_common import (
+    MATMUL_MODES,
+    Work,
+    kernel_device,
+    kernel_providers,
+    precision,
+    record,
+    torch_variant,
+    tritonnet_ops,
+)
 from peaks import peak_for
 
 LAYER_SHAPES = [(784, 512), (512, 128), (128, 10)]
@@ -74,7 +83,11 @@ def make_call(provider: str, pass_name: str, x, weight, bias, grad_output):
     if provider == FLOOR:
         if forward_only:
             return lambda: torch.mm(x, weight)
-        return lambda: (torch.mm(x, weight), torch.mm(grad_output, weight.t()), torch.mm(x.t(), grad_output))
+        return lambda: (
+            torch.mm(x, weight),
+            torch.mm(grad_output, weight.t()),
+            torch.mm(x.t(), grad_output),
+        )
     forward = torch_variant(provider, torch_linear_sigmoid)
     if forward_only:
         return lambda: forward(x, weight, bias)
@@ -86,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser(__doc__.splitlines()[0]).parse_args(argv)
     device = kernel_device(arguments)
     providers = kernel_providers(arguments, device, FLOOR)
-    writer = ResultWriter("linear", arguments.results_dir, Environment.detect(device))
+    writer = ResultWriter("linear", results_dir(arguments), Environment.detect(device))
     peak = peak_for(writer.environment.device)
-    for pass_name, (in_features, out_features), mode_name, rows in cases(arguments.quick, arguments.smoke):
+    for pass_name, (in_features, out_features), mode_name, rows in cases(
+        arguments.quick, arguments.smoke
+    ):
         mode = MATMUL_MODES[mode_name]
         label = f"{pass_name} {in_features}x{out_features} {mode.name}"
 
@@ -97,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
 
         scale = math.sqrt(1.0 / in_features)  # the exercise's initialization
         x = tensor(rows, in_features)
-        weight, bias = tensor(in_features, out_features, scale=scale), tensor(out_features, scale=scale)
+        weight, bias = (
+            tensor(in_features, out_features, scale=scale),
+            tensor(out_features, scale=scale),
+        )
         grad_output = tensor(rows, out_features)
         case_work = work(pass_name, rows, in_features, out_features, x.element_size())
         with precision(mode):

@@ -22,8 +22,17 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from harness import Environment, ResultWriter, parser, time_kernel
-from kernel_common import MATMUL_MODES, Work, kernel_device, kernel_providers, precision, record, torch_variant, tritonnet_ops
+from harness import Environment, ResultWriter, parser, results_dir, time_kernel
+from kernel_common import (
+    MATMUL_MODES,
+    Work,
+    kernel_device,
+    kernel_providers,
+    precision,
+    record,
+    torch_variant,
+    tritonnet_ops,
+)
 from peaks import peak_for
 
 IN_FEATURES, CLASSES = 128, 10
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser(__doc__.splitlines()[0]).parse_args(argv)
     device = kernel_device(arguments)
     providers = kernel_providers(arguments, device, FLOOR)
-    writer = ResultWriter("output_layer", arguments.results_dir, Environment.detect(device))
+    writer = ResultWriter("output_layer", results_dir(arguments), Environment.detect(device))
     peak = peak_for(writer.environment.device)
     scale = math.sqrt(1.0 / IN_FEATURES)  # the exercise's initialization
     for mode_name, rows in cases(arguments.quick, arguments.smoke):

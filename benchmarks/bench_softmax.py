@@ -18,8 +18,17 @@ import sys
 
 import torch
 
-from harness import Environment, ResultWriter, parser, time_kernel
-from kernel_common import ELEMENTWISE_MODES, Work, kernel_device, kernel_providers, precision, record, torch_variant, tritonnet_ops
+from harness import Environment, ResultWriter, parser, results_dir, time_kernel
+from kernel_common import (
+    ELEMENTWISE_MODES,
+    Work,
+    kernel_device,
+    kernel_providers,
+    precision,
+    record,
+    torch_variant,
+    tritonnet_ops,
+)
 from peaks import peak_for
 
 ROWS = 4096
@@ -55,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser(__doc__.splitlines()[0]).parse_args(argv)
     device = kernel_device(arguments)
     providers = kernel_providers(arguments, device, FLOOR)
-    writer = ResultWriter("softmax", arguments.results_dir, Environment.detect(device))
+    writer = ResultWriter("softmax", results_dir(arguments), Environment.detect(device))
     peak = peak_for(writer.environment.device)
     for mode_name, rows, columns in cases(arguments.quick, arguments.smoke):
         mode = ELEMENTWISE_MODES[mode_name]

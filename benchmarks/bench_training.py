@@ -42,13 +42,30 @@ import torch.nn.functional as F
 from torch import nn
 
 import exercise_style
-from harness import Environment, Quantiles, ResultWriter, parser, select_providers, synchronize, time_repeated
+from tritonnet import MLP
+from tritonnet.backend import use_backend
+from harness import (
+    Environment,
+    Quantiles,
+    ResultWriter,
+    parser,
+    results_dir,
+    select_providers,
+    synchronize,
+    time_repeated,
+)
 
 LR = 0.1
 SEED = 1
 BATCH_SIZES = [64, 1024]
 SIZES = (784, 512, 128, 10)
 TRAIN_SIZE, TEST_SIZE = 60000, 10000
+# The torch providers: None runs eagerly, a string is torch.compile's mode.
+TORCH_COMPILE_MODES = {
+    "torch-eager": None,
+    "torch-compile": "default",
+    "torch-compile-reduce-overhead": "reduce-overhead",
+}
 
 
 @dataclass
@@ -70,7 +87,9 @@ def synthetic_data(device: torch.device) -> Data:
     def labels(count: int) -> torch.Tensor:
         return torch.randint(0, SIZES[-1], (count,), generator=generator).to(device)
 
-    return Data("synthetic", images(TRAIN_SIZE), labels(TRAIN_SIZE), images(TEST_SIZE), labels(TEST_SIZE))
+    return Data(
+        "synthetic", images(TRAIN_SIZE), labels(TRAIN_SIZE), images(TEST_SIZE), labels(TEST_SIZE)
+    )
 
 
 def load_data(synthetic: bool, device: torch.device) -> Data:
@@ -115,31 +134,35 @@ class ExerciseApiTrainer:
         self.generator = torch.Generator().manual_seed(SEED)
 
     def train_epoch(self) -> None:
-        from tritonnet.backend import use_backend
-
         with use_backend(self.backend):
-            for x, labels in shuffled_batches(self.data, self.batch_size, self.generator, self.limit):
+            for x, labels in shuffled_batches(
+                self.data, self.batch_size, self.generator, self.limit
+            ):
                 self.model.train_step(x, labels)
 
     def test_accuracy(self) -> float:
-        from tritonnet.backend import use_backend
-
         with use_backend(self.backend):
             _, correct = self.model.evaluate(self.data.test_images, self.data.test_labels)
         return correct.item() / len(self.data.test_labels)
 
 
 class TorchTrainer:
-    """Idiomatic PyTorch: nn.Sequential, F.cross_entropy, autograd, optim.SGD;
-    the loss function eager or under torch.compile (`compile_mode`)."""
+    """Idiomatic PyTorch: nn.Sequential, F.cross_entropy, autograd, optim.SGD; the
+    loss function eager (`compile_mode` None) or under torch.compile in that mode."""
 
-    def __init__(self, compile_mode: str | None, eager: bool, data: Data, batch_size: int, limit: int | None) -> None:
+    def __init__(
+        self, compile_mode: str | None, data: Data, batch_size: int, limit: int | None
+    ) -> None:
         layers: list[nn.Module] = []
         for in_features, out_features in zip(SIZES[:-1], SIZES[1:]):
             layers += [nn.Linear(in_features, out_features), nn.Sigmoid()]
         self.model = nn.Sequential(*layers[:-1]).to(data.train_images.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR)
-        self.loss = self._loss if eager else torch.compile(self._loss, mode=compile_mode, dynamic=False)
+        self.loss = (
+            self._loss
+            if compile_mode is None
+            else torch.compile(self._loss, mode=compile_mode, dynamic=False)
+        )
         self.cuda_graphs = compile_mode == "reduce-overhead"
         self.data, self.batch_size, self.limit = data, batch_size, limit
         self.generator = torch.Generator().manual_seed(SEED)
@@ -168,7 +191,9 @@ class ExerciseStyleTrainer:
     def __init__(self, data: Data, batch_size: int, limit: int | None) -> None:
         self.model = exercise_style.MLP(batch_size, LR, data.train_images.device)
         generator = torch.Generator().manual_seed(SEED)
-        self.loader = exercise_style.make_loader(data.train_images, data.train_labels, batch_size, generator)
+        self.loader = exercise_style.make_loader(
+            data.train_images, data.train_labels, batch_size, generator
+        )
         self.data, self.limit = data, limit
 
     def train_epoch(self) -> None:
@@ -210,17 +235,11 @@ def make_trainer(provider: str, data: Data, batch_size: int, limit: int | None):
         model = ModuleModel(batch_size, LR, SIZES, grad_scale="batch", device=device)
         return ExerciseApiTrainer(model, backend, data, batch_size, limit)
     if provider.startswith("tritonnet"):
-        from tritonnet import MLP
-
         model = MLP(batch_size, LR, SIZES, grad_scale="batch", device=device)
         return ExerciseApiTrainer(model, backend, data, batch_size, limit)
-    if provider == "torch-eager":
-        return TorchTrainer(None, True, data, batch_size, limit)
-    if provider == "torch-compile":
-        return TorchTrainer(None, False, data, batch_size, limit)
-    if provider == "torch-compile-reduce-overhead":
-        return TorchTrainer("reduce-overhead", False, data, batch_size, limit)
-    return ExerciseStyleTrainer(data, batch_size, limit)
+    if provider == "exercise-style":
+        return ExerciseStyleTrainer(data, batch_size, limit)
+    return TorchTrainer(TORCH_COMPILE_MODES[provider], data, batch_size, limit)
 
 
 def steps_per_epoch(data: Data, batch_size: int, limit: int | None) -> int:
@@ -228,9 +247,13 @@ def steps_per_epoch(data: Data, batch_size: int, limit: int | None) -> int:
     return steps if limit is None else min(steps, limit)
 
 
-def report_speedup(writer: ResultWriter, epoch_seconds: dict[str, Quantiles], label: str, batch_size: int) -> None:
+def report_speedup(
+    writer: ResultWriter, epoch_seconds: dict[str, Quantiles], label: str, batch_size: int
+) -> None:
     """Print and save how many times faster tritonnet's epoch is than torch-eager's."""
-    tritonnet = next((name for name in epoch_seconds if name in ("tritonnet", "tritonnet-reference")), None)
+    tritonnet = next(
+        (name for name in epoch_seconds if name in ("tritonnet", "tritonnet-reference")), None
+    )
     if tritonnet is None or "torch-eager" not in epoch_seconds:
         return
     ours, theirs = epoch_seconds[tritonnet], epoch_seconds["torch-eager"]
@@ -244,21 +267,37 @@ def report_speedup(writer: ResultWriter, epoch_seconds: dict[str, Quantiles], la
     writer.add(tritonnet, label, "batch", batch_size, "speedup_vs_torch_eager", "x", speedup)
 
 
-def benchmark_epochs(arguments, data: Data, providers: list[str], writer: ResultWriter, label: str) -> None:
+def benchmark_epochs(
+    arguments, data: Data, providers: list[str], writer: ResultWriter, label: str
+) -> None:
     device = data.train_images.device
     for batch_size in arguments.batch_sizes:
         steps = steps_per_epoch(data, batch_size, arguments.limit)
         epoch_seconds: dict[str, Quantiles] = {}
         for provider in providers:
             trainer = make_trainer(provider, data, batch_size, arguments.limit)
-            seconds = time_repeated(trainer.train_epoch, device, arguments.warmup_epochs, arguments.epochs)
+            seconds = time_repeated(
+                trainer.train_epoch, device, arguments.warmup_epochs, arguments.epochs
+            )
             epoch_seconds[provider] = seconds
-            writer.add(provider, label, "batch", batch_size, "epoch_time", "ms", seconds.scaled(1e3))
-            writer.add(provider, label, "batch", batch_size, "steps_per_second", "steps/s", seconds.rate(steps))
+            writer.add(
+                provider, label, "batch", batch_size, "epoch_time", "ms", seconds.scaled(1e3)
+            )
+            writer.add(
+                provider,
+                label,
+                "batch",
+                batch_size,
+                "steps_per_second",
+                "steps/s",
+                seconds.rate(steps),
+            )
         report_speedup(writer, epoch_seconds, label, batch_size)
 
 
-def benchmark_time_to_accuracy(arguments, data: Data, providers: list[str], writer: ResultWriter, label: str) -> None:
+def benchmark_time_to_accuracy(
+    arguments, data: Data, providers: list[str], writer: ResultWriter, label: str
+) -> None:
     device = data.train_images.device
     for batch_size in arguments.batch_sizes:
         for provider in providers:
@@ -270,8 +309,24 @@ def benchmark_time_to_accuracy(arguments, data: Data, providers: list[str], writ
             synchronize(device)
             seconds = time.perf_counter() - start
             accuracy = trainer.test_accuracy()
-            writer.add(provider, label, "batch", batch_size, "train_time", "s", Quantiles(seconds, seconds, seconds))
-            writer.add(provider, label, "batch", batch_size, "test_accuracy", "fraction", Quantiles(accuracy, accuracy, accuracy))
+            writer.add(
+                provider,
+                label,
+                "batch",
+                batch_size,
+                "train_time",
+                "s",
+                Quantiles(seconds, seconds, seconds),
+            )
+            writer.add(
+                provider,
+                label,
+                "batch",
+                batch_size,
+                "test_accuracy",
+                "fraction",
+                Quantiles(accuracy, accuracy, accuracy),
+            )
 
 
 def batch_sizes(text: str) -> list[int]:
@@ -280,13 +335,35 @@ def batch_sizes(text: str) -> list[int]:
 
 def parse_arguments(argv: list[str] | None):
     arguments = parser(__doc__.splitlines()[0])
-    arguments.add_argument("--time-to-accuracy", action="store_true", help="train 30 epochs and report the test accuracy")
-    arguments.add_argument("--synthetic", action="store_true", help="random data instead of Fashion-MNIST")
-    arguments.add_argument("--device", default=None, help="cuda or cpu (default: cuda where there is one)")
-    arguments.add_argument("--batch-sizes", type=batch_sizes, default=BATCH_SIZES, help="comma-separated (default 64,1024)")
-    arguments.add_argument("--epochs", type=int, default=None, help="timed epochs (default 5, 2 with --quick, 30 to accuracy)")
-    arguments.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs before the timed ones")
-    arguments.add_argument("--limit", type=int, default=None, help="at most this many batches per epoch")
+    arguments.add_argument(
+        "--time-to-accuracy",
+        action="store_true",
+        help="train 30 epochs and report the test accuracy",
+    )
+    arguments.add_argument(
+        "--synthetic", action="store_true", help="random data instead of Fashion-MNIST"
+    )
+    arguments.add_argument(
+        "--device", default=None, help="cuda or cpu (default: cuda where there is one)"
+    )
+    arguments.add_argument(
+        "--batch-sizes",
+        type=batch_sizes,
+        default=BATCH_SIZES,
+        help="comma-separated (default 64,1024)",
+    )
+    arguments.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="timed epochs (default 5, 2 with --quick, 30 to accuracy)",
+    )
+    arguments.add_argument(
+        "--warmup-epochs", type=int, default=1, help="untimed epochs before the timed ones"
+    )
+    arguments.add_argument(
+        "--limit", type=int, default=None, help="at most this many batches per epoch"
+    )
     parsed = arguments.parse_args(argv)
     if parsed.smoke:
         parsed.synthetic = True
@@ -303,16 +380,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_float32_matmul_precision("highest")
     available = available_providers(device)
     compiling = [name for name in available if name.startswith("torch-compile")]
-    default = [name for name in available if name not in compiling] if arguments.smoke else available
+    default = (
+        [name for name in available if name not in compiling] if arguments.smoke else available
+    )
     providers = select_providers(available, default, arguments.providers)
     data = load_data(arguments.synthetic, device)
     label = f"{data.name} fp32-ieee"
+    if arguments.limit is not None:
+        label += f" {arguments.limit}-batch epochs"  # not whole epochs: say so in every row
     environment = Environment.detect(device)
+    folder = results_dir(arguments)
     if arguments.time_to_accuracy:
-        writer = ResultWriter("time_to_accuracy", arguments.results_dir, environment)
+        writer = ResultWriter("time_to_accuracy", folder, environment)
         benchmark_time_to_accuracy(arguments, data, providers, writer, label)
     else:
-        writer = ResultWriter("training", arguments.results_dir, environment)
+        writer = ResultWriter("training", folder, environment)
         benchmark_epochs(arguments, data, providers, writer, label)
     return 0
 

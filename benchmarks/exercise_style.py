@@ -43,7 +43,9 @@ class ImageDataset(Dataset):
 
 
 class Linear:
-    def __init__(self, in_features: int, out_features: int, batch_size: int, lr: float, device) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, batch_size: int, lr: float, device
+    ) -> None:
         self.batch_size = batch_size
         self.lr = lr
         std = math.sqrt(1 / in_features)
@@ -117,9 +119,13 @@ class MLP:
                 layer.update()
 
 
-def make_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator) -> DataLoader:
+def make_loader(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> DataLoader:
     """The exercise's shuffled training loader; `generator` fixes its shuffles."""
-    return DataLoader(ImageDataset(images, labels), batch_size=batch_size, shuffle=True, generator=generator)
+    return DataLoader(
+        ImageDataset(images, labels), batch_size=batch_size, shuffle=True, generator=generator
+    )
 
 
 def train_epoch(model: MLP, loader: DataLoader, limit: int | None = None) -> tuple[float, int]:

@@ -25,6 +25,7 @@ import datetime
 import importlib.metadata
 import os
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,13 +273,14 @@ def parser(description: str) -> argparse.ArgumentParser:
     arguments.add_argument(
         "--smoke",
         action="store_true",
-        help="the smallest run that exercises every code path, on any machine; its numbers mean nothing",
+        help="the smallest run of every code path, on any machine; its numbers mean nothing",
     )
     arguments.add_argument(
         "--results-dir",
         type=Path,
-        default=RESULTS_DIR,
-        help=f"where <benchmark>.csv is appended to (default {RESULTS_DIR})",
+        default=None,
+        help=f"where <benchmark>.csv is appended to (default {RESULTS_DIR}; "
+        "for --smoke a new temporary folder)",
     )
     arguments.add_argument(
         "--providers",
@@ -289,7 +291,21 @@ def parser(description: str) -> argparse.ArgumentParser:
     return arguments
 
 
-def select_providers(available: list[str], default: list[str], requested: list[str] | None) -> list[str]:
+def results_dir(arguments: argparse.Namespace) -> Path:
+    """The folder for the results: --results-dir, else a new temporary folder for a
+    smoke run (its numbers must never mix with real ones), else benchmarks/results."""
+    if arguments.results_dir is not None:
+        return arguments.results_dir
+    if arguments.smoke:
+        folder = Path(tempfile.mkdtemp(prefix="tritonnet-smoke-"))
+        print(f"smoke run: results go to {folder}")
+        return folder
+    return RESULTS_DIR
+
+
+def select_providers(
+    available: list[str], default: list[str], requested: list[str] | None
+) -> list[str]:
     """The providers to run: `requested` (from `--providers`) if given, else `default`.
 
     A requested name that cannot run here fails the run, naming what can.

@@ -151,8 +151,12 @@ def record(
     """
     writer.add(provider, label, x_name, x_value, "time", "us", seconds.scaled(1e6))
     if work.flops:
-        writer.add(provider, label, x_name, x_value, "tflops", "TFLOP/s", seconds.rate(work.flops / 1e12))
-    writer.add(provider, label, x_name, x_value, "bandwidth", "GB/s", seconds.rate(work.bytes / 1e9))
+        writer.add(
+            provider, label, x_name, x_value, "tflops", "TFLOP/s", seconds.rate(work.flops / 1e12)
+        )
+    writer.add(
+        provider, label, x_name, x_value, "bandwidth", "GB/s", seconds.rate(work.bytes / 1e9)
+    )
     if peak is not None:
         fraction = seconds.rate(work.roofline_seconds(peak, mode.compute))
         writer.add(provider, label, x_name, x_value, "peak_fraction", "fraction", fraction)

@@ -22,7 +22,9 @@ class Peak:
 
     def tflops(self, compute: str) -> float:
         """The peak for one of "fp32", "tf32", "bf16"."""
-        return {"fp32": self.fp32_tflops, "tf32": self.tf32_tflops, "bf16": self.bf16_tflops}[compute]
+        return {"fp32": self.fp32_tflops, "tf32": self.tf32_tflops, "bf16": self.bf16_tflops}[
+            compute
+        ]
 
 
 # (words that must all appear in torch.cuda.get_device_name, peak); the first match

@@ -71,7 +71,7 @@ def plot_metric(runs: list[list[dict[str, str]]], benchmark: str, metric: str, p
     figure, grid = plt.subplots(lines, columns, figsize=(4.5 * columns, 3.5 * lines), squeeze=False)
     for axes, (title, rows) in zip(grid.flat, panels):
         _draw_panel(axes, rows, title)
-    for axes in list(grid.flat)[len(panels):]:
+    for axes in list(grid.flat)[len(panels) :]:
         axes.set_visible(False)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

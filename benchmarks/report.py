@@ -44,7 +44,9 @@ def metric_table(rows: list[dict[str, str]]) -> list[str]:
         for provider in providers:
             row = cells.get((mode, x_value, provider))
             values.append(
-                "" if row is None else f"{_number(row['p50'])} ({_number(row['p20'])}–{_number(row['p80'])})"
+                ""
+                if row is None
+                else f"{_number(row['p50'])} ({_number(row['p20'])}–{_number(row['p80'])})"
             )
         lines.append(f"| {mode} | {x_value} | " + " | ".join(values) + " |")
     return lines
@@ -55,15 +57,19 @@ def report(results_dir: Path, metrics: list[str] | None = None) -> str:
     lines: list[str] = []
     for csv_path in sorted(Path(results_dir).glob("*.csv")):
         for run in latest_runs(read_results(csv_path)):
-            shown = [name for name in _unique(row["metric"] for row in run) if metrics is None or name in metrics]
+            shown = [
+                name
+                for name in _unique(row["metric"] for row in run)
+                if metrics is None or name in metrics
+            ]
             if not shown:
                 continue
             first = run[0]
             lines += [
                 f"### {first['benchmark']} on {first['device']}",
                 "",
-                f"torch {first['torch']}, triton {first['triton']}, commit {first['commit']}, {first['timestamp']}. "
-                "Median (20th–80th percentile).",
+                f"torch {first['torch']}, triton {first['triton']}, commit {first['commit']}, "
+                f"{first['timestamp']}. Median (20th–80th percentile).",
                 "",
             ]
             for metric in shown:

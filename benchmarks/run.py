@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
@@ -27,26 +28,51 @@ def _benchmark_names(text: str) -> list[str]:
     names = [name for name in text.split(",") if name]
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown benchmarks {unknown}; choose from {list(BENCHMARKS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown benchmarks {unknown}; choose from {list(BENCHMARKS)}"
+        )
     return names
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    arguments = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.splitlines()[0])
+    arguments = argparse.ArgumentParser(
+        prog="benchmarks/run.py", description=__doc__.splitlines()[0]
+    )
     size = arguments.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="the reduced set (about 2 minutes of kernels on an H100)")
-    size.add_argument("--smoke", action="store_true", help="the smallest run of every code path; numbers mean nothing")
+    size.add_argument(
+        "--quick",
+        action="store_true",
+        help="the reduced set (about 2 minutes of kernels on an H100)",
+    )
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the smallest run of every code path; numbers mean nothing",
+    )
     arguments.add_argument(
         "--benchmarks",
         type=_benchmark_names,
         default=list(BENCHMARKS),
         help=f"comma-separated, from {','.join(BENCHMARKS)} (default: all)",
     )
-    arguments.add_argument("--synthetic", action="store_true", help="train on random data instead of Fashion-MNIST")
-    arguments.add_argument("--results-dir", type=Path, default=BENCHMARKS_DIR / "results")
-    arguments.add_argument("--figures-dir", type=Path, default=BENCHMARKS_DIR.parent / "figures")
+    arguments.add_argument(
+        "--synthetic", action="store_true", help="train on random data instead of Fashion-MNIST"
+    )
+    arguments.add_argument(
+        "--results-dir", type=Path, default=None, help="default benchmarks/results"
+    )
+    arguments.add_argument("--figures-dir", type=Path, default=None, help="default figures/")
     arguments.add_argument("--no-figures", action="store_true", help="skip drawing the figures")
-    return arguments.parse_args(argv)
+    parsed = arguments.parse_args(argv)
+    if parsed.smoke:
+        # A smoke run's numbers mean nothing: they go to a temporary folder unless
+        # told otherwise, never next to real results or figures.
+        scratch = Path(tempfile.mkdtemp(prefix="tritonnet-smoke-"))
+        parsed.results_dir = parsed.results_dir or scratch / "results"
+        parsed.figures_dir = parsed.figures_dir or scratch / "figures"
+    parsed.results_dir = parsed.results_dir or BENCHMARKS_DIR / "results"
+    parsed.figures_dir = parsed.figures_dir or BENCHMARKS_DIR.parent / "figures"
+    return parsed
 
 
 def _run(script: str, arguments: list[str]) -> int:
@@ -65,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["--synthetic"] if name == "training" and arguments.synthetic else []
         if _run(f"bench_{name}.py", [*size, *results, *extra]) != 0:
             failed.append(name)
-    if not arguments.no_figures and _run("plot.py", [*results, "--figures-dir", str(arguments.figures_dir)]) != 0:
+    if (
+        not arguments.no_figures
+        and _run("plot.py", [*results, "--figures-dir", str(arguments.figures_dir)]) != 0
+    ):
         failed.append("plot")
     if _run("report.py", results) != 0:
         failed.append("report")

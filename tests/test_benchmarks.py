@@ -35,7 +35,9 @@ CSV_ROUNDING = 1e-4
 
 def load_script(name: str):
     """A benchmarks/ file as a module, loaded by its path as the CLI loads run.py."""
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS_DIR / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"benchmarks_{name}", BENCHMARKS_DIR / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -86,7 +88,9 @@ def smoke_run(tmp_path_factory) -> SmokeRun:
     root = tmp_path_factory.mktemp("benchmarks")
     results_dir, figures_dir = root / "results", root / "figures"
     run = load_script("run")
-    exit_code = run.main(["--smoke", "--results-dir", str(results_dir), "--figures-dir", str(figures_dir)])
+    exit_code = run.main(
+        ["--smoke", "--results-dir", str(results_dir), "--figures-dir", str(figures_dir)]
+    )
     return SmokeRun(exit_code, results_dir, figures_dir)
 
 
@@ -123,7 +127,12 @@ def test_kernel_benchmarks_time_every_default_provider(smoke_run, benchmark, flo
 
 
 def _rows_of_case(rows, row):
-    return [other for other in rows if (other["provider"], other["mode"], other["x_value"]) == (row["provider"], row["mode"], row["x_value"])]
+    return [
+        other
+        for other in rows
+        if (other["provider"], other["mode"], other["x_value"])
+        == (row["provider"], row["mode"], row["x_value"])
+    ]
 
 
 def test_softmax_bandwidth_times_time_is_the_bytes_read_and_written(smoke_run):
@@ -145,7 +154,9 @@ def test_linear_tflops_times_time_is_the_matmul_work(smoke_run):
         in_features, out_features = (int(size) for size in shape.split("x"))
         matmuls = 1 if pass_name == "forward" else 3  # the backward adds grad_input and grad_weight
         expected_flops = matmuls * 2 * int(row["x_value"]) * in_features * out_features
-        measured_flops = value(_rows_of_case(rows, row), metric="tflops") * 1e12 * float(row["p50"]) * 1e-6
+        measured_flops = (
+            value(_rows_of_case(rows, row), metric="tflops") * 1e12 * float(row["p50"]) * 1e-6
+        )
         assert measured_flops == pytest.approx(expected_flops, rel=CSV_ROUNDING)
 
 
@@ -154,7 +165,7 @@ def test_training_steps_per_second_times_epoch_is_the_steps(smoke_run):
     providers = {row["provider"] for row in rows}
     assert {TRITONNET, "torch-eager", "exercise-style"} <= providers
     for row in (row for row in rows if row["metric"] == "epoch_time"):
-        assert row["mode"] == "synthetic fp32-ieee"
+        assert row["mode"] == "synthetic fp32-ieee 3-batch epochs"
         rate = value(_rows_of_case(rows, row), metric="steps_per_second")
         # --smoke stops every epoch after 3 batches (bench_training.parse_arguments).
         assert rate * float(row["p50"]) * 1e-3 == pytest.approx(3, rel=CSV_ROUNDING)
@@ -185,7 +196,9 @@ def test_plot_writes_a_png_per_benchmark_and_metric(smoke_run):
 
 
 def test_report_prints_a_markdown_table_per_metric(smoke_run):
-    result = run_script("report", "--results-dir", str(smoke_run.results_dir), "--metrics", "epoch_time")
+    result = run_script(
+        "report", "--results-dir", str(smoke_run.results_dir), "--metrics", "epoch_time"
+    )
     assert result.returncode == 0, result.stderr
     table = [line for line in result.stdout.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
@@ -223,17 +236,24 @@ def test_kernel_benchmarks_skip_without_cuda(tmp_path, benchmark):
     assert not list(tmp_path.iterdir())
 
 
-def test_unknown_provider_is_refused_by_name(tmp_path):
-    result = run_script("bench_training", "--smoke", "--providers", "no-such-provider", "--results-dir", str(tmp_path))
-    assert result.returncode != 0
-    assert "no-such-provider" in result.stderr
+def test_a_provider_that_cannot_run_here_is_refused_by_name():
+    with pytest.raises(SystemExit, match="no-such-provider"):
+        harness.select_providers(["torch-eager"], ["torch-eager"], ["no-such-provider"])
+
+
+def test_requested_providers_replace_the_default_in_the_available_order():
+    available = ["tritonnet", "torch-eager", "torch-compile"]
+    chosen = harness.select_providers(available, ["tritonnet"], ["torch-compile", "torch-eager"])
+    assert chosen == ["torch-eager", "torch-compile"]
 
 
 def test_writer_appends_under_one_header_and_refuses_other_columns(tmp_path):
     environment = harness.Environment.detect(torch.device("cpu"))
     timing = harness.Quantiles(2.0, 1.0, 3.0)
     for _ in range(2):
-        harness.ResultWriter("example", tmp_path, environment).add("p", "m", "batch", 8, "time", "us", timing)
+        harness.ResultWriter("example", tmp_path, environment).add(
+            "p", "m", "batch", 8, "time", "us", timing
+        )
     lines = (tmp_path / "example.csv").read_text().splitlines()
     assert lines[0] == ",".join(harness.RESULT_COLUMNS)
     assert len(lines) == 3
