@@ -1,0 +1,270 @@
+"""Launchers of the fused linear kernels (`tritonnet.kernels.linear_forward`,
+`tritonnet.kernels.linear_backward`).
+
+Same contract as `tritonnet.reference.linear_forward` and `linear_backward`. The
+launchers check the arguments (the kernels trust them), allocate the outputs
+that were not given, skip the launch when there is nothing to compute, and pick
+the configs: autotuned on a GPU, one fixed small config in Triton's CPU
+interpreter, whose autotuner would run every config.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+import triton
+
+from tritonnet import checks
+from tritonnet.kernels import linear_backward as backward_kernels
+from tritonnet.kernels import linear_forward as forward_kernels
+from tritonnet.reference import ACTIVATIONS
+from tritonnet.triton_backend.common import dot_precision, interpreting
+
+# What the kernels load and store (they accumulate in fp32); float64 runs on the
+# reference backend.
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_kernel_dtype(name: str, tensor: torch.Tensor) -> None:
+    if tensor.dtype not in KERNEL_DTYPES:
+        allowed = ", ".join(str(d).removeprefix("torch.") for d in KERNEL_DTYPES)
+        raise TypeError(
+            f"{name} must have dtype {allowed} on the triton backend, got {tensor.dtype}; "
+            "use the reference backend for other dtypes"
+        )
+
+
+def _check_runnable_device(name: str, tensor: torch.Tensor) -> None:
+    if tensor.device.type == "cuda" or (tensor.device.type == "cpu" and interpreting()):
+        return
+    raise ValueError(
+        f"{name} must be a CUDA tensor (or a CPU tensor with TRITON_INTERPRET=1) "
+        f"for the triton backend, got device {tensor.device}"
+    )
+
+
+def _check_vector(name: str, value: object, length: int) -> torch.Tensor:
+    tensor = checks.check_float_tensor(name, value)
+    if tensor.shape != (length,):
+        raise ValueError(f"{name} must have shape ({length},), got {tuple(tensor.shape)}")
+    return tensor
+
+
+def _check_scale(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"scale must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"scale must be finite, got {value!r}")
+    return float(value)
+
+
+def _check_operands(**tensors: torch.Tensor | None) -> None:
+    """One device the kernels run on, one dtype they handle, for every tensor given."""
+    present = {name: tensor for name, tensor in tensors.items() if tensor is not None}
+    checks.check_same_device(**present)
+    checks.check_same_dtype(**present)
+    first_name, first = next(iter(present.items()))
+    _check_kernel_dtype(first_name, first)
+    _check_runnable_device(first_name, first)
+
+
+def _launch(
+    autotuned: triton.runtime.Autotuner, interpreter_config: triton.Config, grid, *args, **constexprs
+) -> None:
+    """Run the autotuned kernel, or in the interpreter the kernel with one fixed config."""
+    if interpreting():
+        autotuned.fn[grid](*args, **constexprs, **interpreter_config.all_kwargs())
+    else:
+        autotuned[grid](*args, **constexprs)
+
+
+def linear_forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str = "none",
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`activation(x @ weight + bias)` for x `[M, K]`, weight `[K, N]`, bias `[N]` or None.
+
+    Any strides (weight may be the transposed view of an `[N, K]` tensor).
+    activation is "none" or "sigmoid". `out` `[M, N]` of x's dtype, if given, is
+    written in place and returned.
+    """
+    x = checks.check_matrix("x", x)
+    rows, in_features = x.shape
+    weight = checks.check_matrix("weight", weight, rows=in_features)
+    out_features = weight.shape[1]
+    if bias is not None:
+        bias = _check_vector("bias", bias, out_features)
+    activation = checks.check_choice("activation", activation, ACTIVATIONS)
+    if out is not None:
+        out = checks.check_matrix("out", out, cols=out_features, rows=rows)
+    _check_operands(x=x, weight=weight, bias=bias, out=out)
+
+    if out is None:
+        out = torch.empty(rows, out_features, dtype=x.dtype, device=x.device)
+    if out.numel() == 0:
+        return out
+
+    def grid(meta):
+        return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(out_features, meta["BLOCK_N"]),)
+
+    _launch(
+        forward_kernels.linear_forward_autotuned,
+        forward_kernels.LINEAR_FORWARD_INTERPRETER_CONFIG,
+        grid,
+        x,
+        weight,
+        bias,
+        out,
+        rows,
+        out_features,
+        in_features,
+        *x.stride(),
+        *weight.stride(),
+        *out.stride(),
+        bias.stride(0) if bias is not None else 0,
+        HAS_BIAS=bias is not None,
+        ACTIVATION=activation,
+        INPUT_PRECISION=dot_precision(x.dtype),
+    )
+    return out
+
+
+def linear_backward(
+    grad_output: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    output: torch.Tensor | None = None,
+    activation: str = "none",
+    scale: float = 1.0,
+    *,
+    need_grad_input: bool = True,
+    need_grad_bias: bool = True,
+    out_grad_input: torch.Tensor | None = None,
+    out_grad_weight: torch.Tensor | None = None,
+    out_grad_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    """Gradients of `output = activation(x @ weight + bias)`, from two fused kernels.
+
+    With `dz = grad_output * output * (1 - output)` for the sigmoid (output is the
+    saved forward result, required then) and `dz = grad_output` without:
+    `grad_input = dz @ weight.T` if `need_grad_input` (else None),
+    `grad_weight = scale * x.T @ dz`, `grad_bias = scale * dz.sum(0)` if
+    `need_grad_bias` (else None). dz is never stored. Each `out_*` tensor given
+    for a gradient that is computed is written in place and returned.
+    """
+    x = checks.check_matrix("x", x)
+    rows, in_features = x.shape
+    weight = checks.check_matrix("weight", weight, rows=in_features)
+    out_features = weight.shape[1]
+    grad_output = checks.check_matrix("grad_output", grad_output, cols=out_features, rows=rows)
+    activation = checks.check_choice("activation", activation, ACTIVATIONS)
+    if activation == "sigmoid":
+        if output is None:
+            raise ValueError(
+                "output (the saved forward output) is required for activation 'sigmoid', got None"
+            )
+        output = checks.check_matrix("output", output, cols=out_features, rows=rows)
+    else:
+        output = None  # dz = grad_output: the kernels do not read it
+    scale = _check_scale(scale)
+    out_grad_input = out_grad_input if need_grad_input else None
+    out_grad_bias = out_grad_bias if need_grad_bias else None
+    if out_grad_input is not None:
+        out_grad_input = checks.check_matrix("out_grad_input", out_grad_input, cols=in_features, rows=rows)
+    if out_grad_weight is not None:
+        out_grad_weight = checks.check_matrix(
+            "out_grad_weight", out_grad_weight, cols=out_features, rows=in_features
+        )
+    if out_grad_bias is not None:
+        out_grad_bias = _check_vector("out_grad_bias", out_grad_bias, out_features)
+    _check_operands(
+        grad_output=grad_output,
+        x=x,
+        weight=weight,
+        output=output,
+        out_grad_input=out_grad_input,
+        out_grad_weight=out_grad_weight,
+        out_grad_bias=out_grad_bias,
+    )
+
+    def new(*shape: int) -> torch.Tensor:
+        return torch.empty(*shape, dtype=x.dtype, device=x.device)
+
+    grad_input = None
+    if need_grad_input:
+        grad_input = out_grad_input if out_grad_input is not None else new(rows, in_features)
+    grad_weight = out_grad_weight if out_grad_weight is not None else new(in_features, out_features)
+    grad_bias = None
+    if need_grad_bias:
+        grad_bias = out_grad_bias if out_grad_bias is not None else new(out_features)
+
+    if rows == 0:
+        # An empty batch: no rows to sum over.
+        grad_weight.zero_()
+        if grad_bias is not None:
+            grad_bias.zero_()
+        return grad_input, grad_weight, grad_bias
+
+    precision = dot_precision(x.dtype)
+    output_strides = output.stride() if output is not None else (0, 0)
+
+    if grad_input is not None and grad_input.numel() > 0:
+
+        def input_grid(meta):
+            return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(in_features, meta["BLOCK_K"]),)
+
+        _launch(
+            backward_kernels.linear_backward_input_autotuned,
+            backward_kernels.LINEAR_BACKWARD_INPUT_INTERPRETER_CONFIG,
+            input_grid,
+            grad_output,
+            output,
+            weight,
+            grad_input,
+            rows,
+            out_features,
+            in_features,
+            *grad_output.stride(),
+            *output_strides,
+            *weight.stride(),
+            *grad_input.stride(),
+            ACTIVATION=activation,
+            INPUT_PRECISION=precision,
+        )
+
+    if out_features > 0:
+
+        def weight_grid(meta):
+            # At least one row of programs: with in_features == 0, grad_weight is
+            # empty but grad_bias still has to be computed by the first row.
+            tile_rows = max(triton.cdiv(in_features, meta["BLOCK_K"]), 1)
+            return (tile_rows, triton.cdiv(out_features, meta["BLOCK_N"]))
+
+        _launch(
+            backward_kernels.linear_backward_weight_autotuned,
+            backward_kernels.LINEAR_BACKWARD_WEIGHT_INTERPRETER_CONFIG,
+            weight_grid,
+            x,
+            grad_output,
+            output,
+            grad_weight,
+            grad_bias,
+            rows,
+            out_features,
+            in_features,
+            *x.stride(),
+            *grad_output.stride(),
+            *output_strides,
+            *grad_weight.stride(),
+            grad_bias.stride(0) if grad_bias is not None else 0,
+            scale,
+            HAS_BIAS=grad_bias is not None,
+            ACTIVATION=activation,
+            INPUT_PRECISION=precision,
+        )
+    return grad_input, grad_weight, grad_bias
