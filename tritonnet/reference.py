@@ -158,6 +158,40 @@ def softmax(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     return _store(exp.to(x.dtype), out)
 
 
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    scale: float = 1.0,
+    *,
+    out_probabilities: torch.Tensor | None = None,
+    out_grad_logits: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax and cross-entropy of logits `z` `[M, N]` against class indices `target` `[M]`.
+
+    - probabilities `p = softmax(z)`;
+    - loss: the mean over rows of `logsumexp(z) - z[target]` (an fp32 scalar, or
+      fp64 for fp64 inputs), which stays finite when a probability underflows to 0;
+    - grad_logits: `(p - onehot(target)) * scale`, the gradient of the summed loss
+      times `scale` (1 for the exercise, 1/M for the mean).
+    """
+    logits32 = _at_least_fp32(logits)
+    shifted = logits32 - logits32.amax(dim=1, keepdim=True)
+    log_sum_exp = shifted.exp().sum(dim=1, keepdim=True).log_()
+    log_probabilities = shifted.sub_(log_sum_exp)
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    loss = -log_probabilities[rows, target].mean()
+    probabilities = log_probabilities.exp_()
+    grad_logits = probabilities.clone()
+    grad_logits[rows, target] -= 1.0
+    if scale != 1.0:
+        grad_logits.mul_(scale)
+    return (
+        _store(probabilities.to(logits.dtype), out_probabilities),
+        loss,
+        _store(grad_logits.to(logits.dtype), out_grad_logits),
+    )
+
+
 def linear_cross_entropy(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -168,29 +202,13 @@ def linear_cross_entropy(
     out_probabilities: torch.Tensor | None = None,
     out_grad_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The output layer, its softmax and the cross-entropy loss, with the loss gradient.
-
-    For logits `z = x @ weight + bias` and class indices `target` `[M]` (int64):
-    - probabilities `p = softmax(z)`;
-    - loss: the mean over rows of `logsumexp(z) - z[target]` (an fp32 scalar, or
-      fp64 for fp64 inputs),
-      which stays finite when a probability underflows to 0;
-    - grad_logits: `(p - onehot(target)) * scale`, the gradient of the summed loss
-      times `scale` (1 for the exercise, 1/M for the mean).
-    """
+    """The output layer fused with `cross_entropy`: logits `z = x @ weight + bias`
+    (computed in at least fp32), then probabilities, mean loss and `grad_logits`
+    as `cross_entropy` gives them, in x's dtype."""
     logits = linear_forward(
         _at_least_fp32(x), _at_least_fp32(weight), None if bias is None else _at_least_fp32(bias)
     )
-    shifted = logits - logits.amax(dim=1, keepdim=True)
-    log_sum_exp = shifted.exp().sum(dim=1, keepdim=True).log_()
-    log_probabilities = shifted.sub_(log_sum_exp)
-    rows = torch.arange(x.shape[0], device=x.device)
-    loss = -log_probabilities[rows, target].mean()
-    probabilities = log_probabilities.exp_()
-    grad_logits = probabilities.clone()
-    grad_logits[rows, target] -= 1.0
-    if scale != 1.0:
-        grad_logits.mul_(scale)
+    probabilities, loss, grad_logits = cross_entropy(logits, target, scale)
     return (
         _store(probabilities.to(x.dtype), out_probabilities),
         loss,
