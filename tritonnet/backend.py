@@ -100,6 +100,7 @@ def resolve_backend(device: torch.device, backend: str | None = None) -> str:
     return "triton"
 
 
+@functools.lru_cache(maxsize=None)
 def _module(name: str) -> ModuleType:
     if name == "triton":
         return importlib.import_module("tritonnet.triton_backend")

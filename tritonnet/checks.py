@@ -44,8 +44,7 @@ def check_matrix(name: str, value: object, cols: int | None = None, rows: int | 
 
 def check_same_device(**tensors: torch.Tensor | None) -> None:
     present = {name: t for name, t in tensors.items() if t is not None}
-    devices = {t.device for t in present.values()}
-    if len(devices) > 1:
+    if len({t.device for t in present.values()}) > 1:
         listing = ", ".join(f"{name} on {t.device}" for name, t in present.items())
         raise ValueError(f"tensors must be on one device, got {listing}")
 
