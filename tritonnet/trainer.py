@@ -226,6 +226,8 @@ def train(
         for epoch in range(first_epoch, config.epochs + 1):
             shuffle_state = shuffle.get_state()
             order = torch.randperm(rows, generator=shuffle).to(device)
+            # Each step's mean loss, kept on the device; weighted by its batch's rows
+            # at the end of the epoch (only the last batch may be short).
             step_losses = torch.zeros(steps_per_epoch, dtype=torch.float64, device=device)
             loss_sum = partial["loss_sum"]
             seconds = partial["seconds"]
@@ -238,17 +240,19 @@ def train(
                 count = index.shape[0]
                 images = torch.index_select(train_images, 0, index, out=batch_images[:count])
                 labels = torch.index_select(train_labels, 0, index, out=batch_labels[:count])
-                step_losses[step] = model.train_step(images, labels).double() * count
+                step_losses[step] = model.train_step(images, labels)
                 step += 1
                 bar.update(1)
                 if stop.requested or step % PROGRESS_EVERY == 0 or step == steps_per_epoch:
                     _check_finite(step_losses, epoch, first_step, step, config, checkpoint_path)
                     if stop.requested:
                         break
-                    bar.set_postfix(loss=f"{float(step_losses[step - 1]) / count:.4f}")
+                    bar.set_postfix(loss=f"{float(step_losses[step - 1]):.4f}")
             _synchronize(device)
             seconds += time.perf_counter() - started
-            loss_sum += float(step_losses[first_step:step].sum())
+            rows_per_step = torch.full((steps_per_epoch,), float(config.batch_size), dtype=torch.float64)
+            rows_per_step[-1] = rows - (steps_per_epoch - 1) * config.batch_size
+            loss_sum += float((step_losses[first_step:step].cpu() * rows_per_step[first_step:step]).sum())
             bar.close()
             if stop.requested:
                 checkpoint(epoch - 1, step, shuffle_state, {"loss_sum": loss_sum, "seconds": seconds})
