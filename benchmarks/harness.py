@@ -9,7 +9,8 @@ Timers:
   falls back to `time_repeated`.
 - `time_repeated` runs a callable a few times to warm it up, then times each of N
   repeats with `time.perf_counter`, waiting for the GPU at both ends when the work
-  is on one. The training benchmark times whole epochs with it.
+  is on one. `time_in_turns` does the same for several callables, taking turns
+  repeat by repeat: the training benchmark times its providers' epochs with it.
 
 Results go to `<results_dir>/<benchmark>.csv`, one row per (provider, mode, x,
 metric), appended as soon as they are measured so that a run cut short keeps what
@@ -92,20 +93,38 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _seconds_of_one_call(function: Callable[[], object], device: torch.device) -> float:
+    start = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def time_repeated(
     function: Callable[[], object], device: torch.device, warmup: int, repeats: int
 ) -> Quantiles:
     """Seconds per call of `function`: `warmup` untimed calls, then `repeats` timed ones."""
-    for _ in range(warmup):
-        function()
+    return time_in_turns({"": function}, device, warmup, repeats)[""]
+
+
+def time_in_turns(
+    functions: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, Quantiles]:
+    """Seconds per call of each function, the functions taking turns call by call.
+
+    Taking turns spreads a slowdown of the machine (another process, a throttled
+    clock) over every function alike, instead of landing on whichever ran then: the
+    ratios between them stay fair on a shared machine.
+    """
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
     synchronize(device)
-    samples = []
+    samples: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        synchronize(device)
-        samples.append(time.perf_counter() - start)
-    return Quantiles.of(samples)
+        for name, function in functions.items():
+            samples[name].append(_seconds_of_one_call(function, device))
+    return {name: Quantiles.of(times) for name, times in samples.items()}
 
 
 def time_kernel(function: Callable[[], object], device: torch.device) -> Quantiles:

@@ -301,3 +301,12 @@ def test_committed_training_results_follow_the_schema():
     assert columns == harness.RESULT_COLUMNS
     assert {"epoch_time", "steps_per_second"} <= {row["metric"] for row in rows}
     assert all(re.fullmatch(r"[0-9a-f]{4,40}|unknown", row["commit"]) for row in rows)
+
+
+def test_time_in_turns_times_each_function_in_turn():
+    calls: list[str] = []
+    functions = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    result = harness.time_in_turns(functions, torch.device("cpu"), warmup=2, repeats=3)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3  # warm-ups, then one call each per turn
+    assert set(result) == {"a", "b"}
+    assert all(0 < seconds.p20 <= seconds.p50 <= seconds.p80 for seconds in result.values())
