@@ -164,6 +164,12 @@ def _run_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _sweep_figure_name(dataset: str, grad_scale: str) -> str:
+    """`<dataset>_lr_sweep.png`, naming the grad scale when it is not the default."""
+    suffix = "" if grad_scale == "batch" else f"_grad-scale-{grad_scale}"
+    return f"{dataset}_lr_sweep{suffix}.png"
+
+
 def _run_sweep(args: argparse.Namespace) -> int:
     from tritonnet.files import atomic_write
     from tritonnet.plots import plot_sweep
@@ -193,7 +199,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
         handle.write("\n")
     path = plot_sweep(
         histories,
-        Path(args.figures_dir or out) / f"{dataset.name}_lr_sweep.png",
+        Path(args.figures_dir or out) / _sweep_figure_name(dataset.name, args.grad_scale),
         f"Test accuracy by learning rate on {dataset.name} (grad scale {args.grad_scale})",
     )
     _log(f"figure: {path}")
