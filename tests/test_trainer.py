@@ -137,3 +137,16 @@ def test_short_training_on_fashion_mnist_learns(tmp_path):
     # 10 classes: chance is 10%. Two epochs on a tenth of the data reach about 75%;
     # 65% leaves room for seeds while proving the network learned.
     assert result.history[-1]["test_accuracy"] >= 0.65
+
+
+@pytest.mark.parametrize("grad_scale", ["batch", "features"])
+def test_module_api_trains_like_the_exercise_api(tmp_path, grad_scale):
+    # `--api module` trains the nn.Module twin with torch.optim.SGD; from the same
+    # seed it starts from the same weights and must follow the same path. The two
+    # compute the same sums in different orders: 1e-5 relative over 3 epochs.
+    dataset = synthetic_dataset()
+    exercise = train(config(grad_scale=grad_scale), dataset, tmp_path / "exercise", log=quiet).history
+    module = train(config(grad_scale=grad_scale, api="module"), dataset, tmp_path / "module", log=quiet).history
+    for ours, theirs in zip(exercise, module):
+        for key in ("train_loss", "test_loss", "test_accuracy"):
+            assert theirs[key] == pytest.approx(ours[key], rel=1e-5), key
