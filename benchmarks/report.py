@@ -27,7 +27,7 @@ def _number(text: str) -> str:
         return f"{value:,.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"
-    return f"{value:.3g}"
+    return f"{value:#.3g}"
 
 
 def metric_table(rows: list[dict[str, str]]) -> list[str]:
