@@ -94,6 +94,7 @@ def assert_same_parameters(first: Path, second: Path) -> None:
         (["train", "--grad-scale", "mean"], "--grad-scale"),
         (["sweep", "--lrs", "1,x"], "--lrs"),
         (["fly"], "invalid choice"),
+        (["train", "--bogus"], "--bogus"),
     ],
 )
 def test_bad_flags_exit_2_without_traceback(args, message, capsys):
@@ -109,6 +110,13 @@ def test_info_names_versions_and_backend(capsys):
     output = capsys.readouterr().out
     assert f"torch {torch.__version__}" in output
     assert "backend 'auto' picks:" in output
+
+
+def test_bench_hands_its_flags_to_the_benchmark_runner(tmp_path, capsys):
+    code = main(["bench", "--smoke", "--benchmarks", "training", "--synthetic", "--no-figures",
+                 "--results-dir", str(tmp_path)])
+    assert code == 0
+    assert (tmp_path / "training.csv").read_text().startswith("benchmark,provider,mode")
 
 
 def test_missing_dataset_is_one_clear_line(tmp_path):

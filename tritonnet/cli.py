@@ -100,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("info", help="versions, the CUDA device, the backend 'auto' picks")
 
-    bench = commands.add_parser("bench", help="run the benchmark scripts (from a source checkout)")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="flags passed to benchmarks/run.py")
+    commands.add_parser(
+        "bench",
+        help="run the benchmark scripts (from a source checkout); other flags go to benchmarks/run.py",
+    )
     return parser
 
 
@@ -233,7 +235,7 @@ def _run_info() -> int:
     return 0
 
 
-def _run_bench(args: argparse.Namespace) -> int:
+def _run_bench(bench_args: list[str]) -> int:
     import importlib.util
 
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
@@ -245,11 +247,15 @@ def _run_bench(args: argparse.Namespace) -> int:
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(script.parent))
     spec.loader.exec_module(module)
-    return module.main(args.args) or 0
+    return module.main(bench_args) or 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `bench` hands its flags to benchmarks/run.py, which parses them itself.
+    args, bench_args = parser.parse_known_args(argv)
+    if bench_args and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(bench_args)}")
     from tritonnet.backend import set_backend
 
     if args.command not in ("info", "bench"):
@@ -261,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_sweep(args)
         if args.command == "info":
             return _run_info()
-        return _run_bench(args)
+        return _run_bench(bench_args)
     except (RuntimeError, ValueError, OSError) as error:
         print(f"tritonnet: error: {error}", file=sys.stderr)
         return 1
