@@ -41,25 +41,29 @@ import triton.language as tl
 # 10-wide reduction of the output layer, and small tiles for small batches. The
 # sigmoid prologue keeps dy and y tiles in registers beside the dot's operands,
 # so the 128-row tiles the forward uses spill here; these do not (sm_80 and
-# sm_90, fp32 "ieee" and "tf32", bf16; see tests/test_linear_backward.py).
+# sm_90, fp32 "ieee" and "tf32", bf16, with w contiguous or the transposed view
+# of an `[N, K]` tensor; see tests/test_linear_backward.py). With the transposed
+# w, the fp32 "ieee" builds spilled at 8 warps for the wide tile and at 4 stages
+# for the small ones.
 WIDE_INPUT_TILES = triton.Config(
-    {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 128, "GROUP_M": 8}, num_stages=3, num_warps=8
+    {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 128, "GROUP_M": 8}, num_stages=3, num_warps=16
 )
 LINEAR_BACKWARD_INPUT_CONFIGS = [
     WIDE_INPUT_TILES,
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=4, num_warps=4),
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8}, num_stages=4, num_warps=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=2, num_warps=4),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8}, num_stages=2, num_warps=4),
 ]
 
 # Kernel 2 reduces over the batch (M, up to 16384) into a dw of at most 784 x 512
 # that has few tiles, so its tiles are mid-sized: more tiles, more programs to
 # fill the GPU. BLOCK_M, the reduction step, stays at 32: on the CUDA cores
 # (fp32 "ieee") a 64-row step with the sigmoid prologue spills. BLOCK_N = 16
-# fits the 10-class output layer. No spills, as for kernel 1.
+# fits the 10-class output layer. No spills, as for kernel 1; the 64 x 32 tile
+# of dw takes 8 warps, as on 4 its fp32 "ieee" build spilled 72 bytes on sm_90.
 MID_WEIGHT_TILES = triton.Config({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 64}, num_stages=3, num_warps=8)
 LINEAR_BACKWARD_WEIGHT_CONFIGS = [
     MID_WEIGHT_TILES,
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64}, num_stages=3, num_warps=4),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64}, num_stages=3, num_warps=8),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 64}, num_stages=4, num_warps=4),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}, num_stages=4, num_warps=4),
 ]

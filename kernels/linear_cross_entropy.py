@@ -1,23 +1,18 @@
 """The output layer, its softmax and the cross-entropy loss, with the loss gradient.
 
-Math. For x `[M, K]`, w `[K, N]`, b `[N]` and class indices t `[M]`:
+Math. For x `[M, K]`, w `[K, N]`, b `[N]` and class indices t `[M]`, the logits
+`z = x @ w + b`, and from them what `cross_entropy.py` computes, in the same way:
 
-    z = x @ w + b                                  (the logits)
     p[m, :] = softmax(z[m, :])                     (the probabilities)
-    loss[m] = logsumexp(z[m, :]) - z[m, t[m]]      (= -log p[m, t[m]])
+    loss[m] = logsumexp(z[m, :]) - z[m, t[m]]      (finite when p[m, t[m]] underflows)
     grad_logits[m, n] = (p[m, n] - [n == t[m]]) * scale
 
-`logsumexp(z) - z[t]` is computed as `log(sum(exp(z - max))) - (z[t] - max)`: no
-exponential overflows, and the loss stays finite when p[t] underflows to 0 (the
-exercise's `-log(p)` would be inf there). grad_logits is the gradient of the
-summed loss over the logits, times `scale`.
+A target outside `[0, N)` gives loss NaN for its row (and grad_logits `p * scale`);
+it is never used as an address. The trainer does not check the labels' range on
+the GPU, because reading them back would wait for the device at every step; the
+NaN loss is how a bad label shows up there.
 
-A target outside `[0, N)` gives loss NaN for its row (and grad_logits `p * scale`,
-no class subtracted); it is never used as an address. The trainer does not check
-the labels' range on the GPU, because reading them back would wait for the device
-at every step; the NaN loss is how a bad label shows up there.
-
-Two kernels:
+Two paths:
 - `linear_cross_entropy_kernel`, when one row of logits fits one block (N <=
   FUSED_MAX_N, the exercise's 10 classes): everything in one launch. Each program
   owns BLOCK_M rows, builds their `[BLOCK_M, BLOCK_N]` logits in an fp32
@@ -26,9 +21,10 @@ Two kernels:
   per-row loss and grad_logits. The logits never reach memory: unfused, they are
   written by the matmul, read by the softmax, and p is read again by the loss and
   again by its gradient.
-- `softmax_cross_entropy_kernel`, for wider rows: it reads logits that the linear
-  forward kernel wrote, makes the online-softmax pass of `softmax.py` for each
-  row's maximum and sum, then a second pass that writes p and grad_logits.
+- for wider rows, the linear forward kernel writes the logits in fp32, and the
+  row-wise kernel of `cross_entropy.py` makes the online-softmax pass of
+  `softmax.py` for each row's maximum and sum, then a second pass that writes p
+  and grad_logits.
 
 The mean over rows of the per-row loss is left to the launcher, as a `.mean()` on
 the device: a single program cannot see every row, and summing across programs
@@ -38,8 +34,6 @@ extra launch reads M floats.
 
 import triton
 import triton.language as tl
-
-from tritonnet.kernels.softmax import load_row_block, online_row_statistics
 
 # Widest logits row the fused kernel holds in registers. Derived from the compile
 # tests (tests/test_linear_cross_entropy.py): at BLOCK_N = 64 every config below
@@ -51,10 +45,12 @@ FUSED_MAX_N = 64
 # M is the batch (64 in the exercise, up to a few thousand when evaluating), K the
 # last hidden width (128 in the exercise), N <= 64. The 16-row tile gives a batch
 # of 64 four programs; the 64-row tile reads w a quarter as often at big batches.
-# Larger tiles (BLOCK_K = 64 with 3 stages) spilled for fp32 on sm_80.
+# Larger tiles (BLOCK_K = 64 with 3 stages) spilled for fp32 on sm_80, and so did
+# the 64-row tile on 8 warps at BLOCK_N = 64 with w the transposed view of an
+# `[N, K]` tensor (tritonnet.functional's layout).
 LINEAR_CROSS_ENTROPY_CONFIGS = [
     triton.Config({"BLOCK_M": 16, "BLOCK_K": 32}, num_stages=2, num_warps=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_K": 16}, num_stages=2, num_warps=8),
+    triton.Config({"BLOCK_M": 64, "BLOCK_K": 16}, num_stages=2, num_warps=4),
 ]
 
 # The CPU interpreter runs programs one after another: few programs are fastest.
@@ -154,65 +150,3 @@ def linear_cross_entropy_kernel(
 linear_cross_entropy_autotuned = triton.autotune(configs=LINEAR_CROSS_ENTROPY_CONFIGS, key=["M", "N", "K"])(
     linear_cross_entropy_kernel
 )
-
-
-@triton.jit
-def softmax_cross_entropy_kernel(
-    z_ptr,
-    target_ptr,
-    p_ptr,
-    grad_ptr,
-    loss_ptr,
-    M,
-    N,
-    stride_zm,
-    stride_zn,
-    stride_target,
-    stride_pm,
-    stride_pn,
-    stride_gm,
-    stride_gn,
-    scale,
-    BLOCK_ROWS: tl.constexpr,
-    BLOCK_COLS: tl.constexpr,
-):
-    """Softmax, per-row loss and loss gradient of BLOCK_ROWS rows of logits z.
-
-    Args:
-        z_ptr: z `[M, N]` logits, strides `(stride_zm, stride_zn)`.
-        target_ptr: t `[M]` integer class indices, stride `stride_target`.
-        p_ptr: p `[M, N]`, strides `(stride_pm, stride_pn)`; written in its own dtype.
-        grad_ptr: grad_logits `[M, N]`, strides `(stride_gm, stride_gn)`.
-        loss_ptr: the per-row loss `[M]`, fp32, contiguous.
-        scale: the factor on grad_logits.
-        BLOCK_ROWS, BLOCK_COLS: the tile, from `softmax.softmax_blocks`. Rows of any
-            width take the two passes (statistics, then normalize-and-store): this
-            kernel only runs for rows wider than FUSED_MAX_N.
-    """
-    row_block = tl.program_id(axis=0).to(tl.int64)
-    offs_row = row_block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    mask_row = offs_row < M
-    row_max, row_sum = online_row_statistics(
-        z_ptr, offs_row, mask_row, N, stride_zm, stride_zn, BLOCK_ROWS, BLOCK_COLS
-    )
-
-    target = tl.load(target_ptr + offs_row * stride_target, mask=mask_row, other=0).to(tl.int64)
-    valid_target = (target >= 0) & (target < N)
-    # Only a target inside the row is read; the others get loss NaN.
-    target_logit = tl.load(
-        z_ptr + offs_row * stride_zm + target * stride_zn, mask=mask_row & valid_target, other=0.0
-    ).to(tl.float32)
-    loss = tl.where(valid_target, tl.log(row_sum) - (target_logit - row_max), float("nan"))
-    tl.store(loss_ptr + offs_row, loss, mask=mask_row)
-
-    for col_start in range(0, N, BLOCK_COLS):
-        z = load_row_block(z_ptr, offs_row, mask_row, col_start, N, stride_zm, stride_zn, BLOCK_COLS)
-        p = tl.exp(z - row_max[:, None]) / row_sum[:, None]
-        offs_col = col_start + tl.arange(0, BLOCK_COLS)
-        is_target = offs_col[None, :] == target[:, None]
-        grad = (p - tl.where(is_target, 1.0, 0.0)) * scale
-        mask = mask_row[:, None] & (offs_col < N)[None, :]
-        p_ptrs = p_ptr + offs_row[:, None] * stride_pm + offs_col[None, :] * stride_pn
-        tl.store(p_ptrs, p.to(p_ptr.dtype.element_ty), mask=mask)
-        grad_ptrs = grad_ptr + offs_row[:, None] * stride_gm + offs_col[None, :] * stride_gn
-        tl.store(grad_ptrs, grad.to(grad_ptr.dtype.element_ty), mask=mask)

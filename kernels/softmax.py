@@ -26,7 +26,7 @@ their columns in blocks of BLOCK_COLS:
   Gimelshein, 2018); the second reads the row again, normalizes and stores it.
 
 `load_row_block` and `online_row_statistics` are shared with the row-wise
-cross-entropy kernel in `linear_cross_entropy.py`.
+cross-entropy kernel in `cross_entropy.py`.
 """
 
 import triton

@@ -10,7 +10,8 @@ Backends:
 - "reference": plain PyTorch, on whatever device the tensors are.
 - "triton": the Triton kernels. They need CUDA tensors, or CPU tensors with
   `TRITON_INTERPRET=1` set before the kernels were imported.
-- "auto" (the default): Triton where it can run, the reference elsewhere.
+- "auto" (the default): Triton where it can run, the reference elsewhere: on
+  devices the kernels cannot use, and for dtypes they do not load (float64).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from typing import Iterator
 import torch
 
 BACKENDS = ("auto", "triton", "reference")
+
+# The floating dtypes the kernels load and store (they accumulate in fp32). It
+# lives here, not in the Triton backend, so that "auto" can route other dtypes
+# to the reference without importing triton.
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 _selected = "auto"
 
@@ -107,11 +113,18 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module("tritonnet.reference")
 
 
+def _kernels_load(tensors: list[torch.Tensor]) -> bool:
+    """Whether the kernels handle every floating tensor's dtype (integer labels pass)."""
+    return all(t.dtype in KERNEL_DTYPES for t in tensors if t.is_floating_point())
+
+
 def ops_for(*tensors: torch.Tensor | None) -> ModuleType:
     """The module of operations for these tensors under the selected backend.
 
     Every tensor given must be on one device; `None` entries (an absent bias, say)
-    are skipped.
+    are skipped. Under "auto", tensors of a dtype the kernels do not handle
+    (float64) go to the reference; under "triton", the launcher refuses them with
+    a TypeError that says so.
     """
     present = [t for t in tensors if t is not None]
     if not present:
@@ -122,4 +135,7 @@ def ops_for(*tensors: torch.Tensor | None) -> ModuleType:
             raise ValueError(
                 f"all tensors must be on one device, got {device} and {tensor.device}"
             )
-    return _module(resolve_backend(device))
+    backend = resolve_backend(device)
+    if backend == "triton" and _selected == "auto" and not _kernels_load(present):
+        backend = "reference"
+    return _module(backend)

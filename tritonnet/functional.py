@@ -65,9 +65,8 @@ def _check_target(target: object, logits_shape: torch.Size, device: torch.device
     if target.device != device:
         raise ValueError(f"target must be on the logits' device {device}, got {target.device}")
     # Reading the values back would wait for a GPU, and cannot be traced by
-    # torch.compile. Unchecked, an index out of range gives a NaN loss (the fused
-    # Triton kernel) or an indexing error (the reference, the `gather` of
-    # `cross_entropy`), never a read out of bounds.
+    # torch.compile. Unchecked, an index out of range gives a NaN loss (the Triton
+    # kernels) or an indexing error (the reference), never a read out of bounds.
     check_range = target.device.type == "cpu" and not torch.compiler.is_compiling()
     rows = target.reshape(-1)
     checks.check_labels("target", rows, rows.shape[0], logits_shape[-1], check_range=check_range)
@@ -125,7 +124,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise ValueError("logits must have at least 1 dimension [..., classes], got a 0-dim tensor")
     target = _check_target(target, logits.shape, logits.device)
     rows = logits.reshape(-1, logits.shape[-1]).contiguous()
-    loss, _ = torch.ops.tritonnet.cross_entropy(rows, target)
+    loss, _, _ = torch.ops.tritonnet.cross_entropy(rows, target)
     return loss
 
 

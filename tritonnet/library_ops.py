@@ -149,42 +149,37 @@ softmax.register_autograd(_softmax_autograd_backward, setup_context=_softmax_set
 
 
 @torch.library.custom_op("tritonnet::cross_entropy", mutates_args=())
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(mean loss, probabilities)` for logits `[M, C]` and int64 class indices `[M]`.
+def cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(mean loss, probabilities, grad_logits)` for logits `[M, C]` and int64 class indices `[M]`.
 
-    The probabilities come from the backend's softmax. The backends have no
-    cross-entropy op on logits (only the one fused with the output layer), so the
-    loss, `logsumexp(z) - z[target]`, is two PyTorch row reductions in fp32 (fp64
-    for fp64 logits); it stays finite where a probability underflows to 0.
+    One backend op computes the softmax, the loss `logsumexp(z) - z[target]` (fp32,
+    fp64 for fp64 logits; finite where a probability underflows to 0) and the
+    gradient of the mean loss over the logits, `(p - onehot(target)) / M`; the
+    backward only scales that gradient by the incoming one.
     """
-    probabilities = ops_for(logits).softmax(logits)
-    z = logits.to(_compute_dtype(logits.dtype))
-    picked = z.gather(1, target.unsqueeze(1)).squeeze(1)
-    loss = (torch.logsumexp(z, dim=1) - picked).mean()
-    return loss, probabilities
+    probabilities, loss, grad_logits = ops_for(logits, target).cross_entropy(
+        logits, target, 1.0 / max(logits.shape[0], 1)
+    )
+    return loss, probabilities, grad_logits
 
 
 @cross_entropy.register_fake
 def _cross_entropy_fake(logits, target):
     loss = logits.new_empty((), dtype=_compute_dtype(logits.dtype))
-    return loss, logits.new_empty(logits.shape)
+    return loss, logits.new_empty(logits.shape), logits.new_empty(logits.shape)
 
 
 def _cross_entropy_setup_context(ctx, inputs, output):
-    _, target = inputs
-    _, probabilities = output
-    ctx.mark_non_differentiable(probabilities)
-    ctx.save_for_backward(probabilities, target)
+    _, probabilities, grad_logits = output
+    ctx.mark_non_differentiable(probabilities, grad_logits)
+    ctx.save_for_backward(grad_logits)
 
 
-def _cross_entropy_autograd_backward(ctx, grad_loss, grad_probabilities):
-    # d(mean loss)/dz = (p - onehot(target)) / M, times the incoming gradient.
-    probabilities, target = ctx.saved_tensors
-    grad_logits = probabilities.to(_compute_dtype(probabilities.dtype), copy=True)
-    rows = torch.arange(grad_logits.shape[0], device=grad_logits.device)
-    grad_logits[rows, target] -= 1.0
-    grad_logits *= grad_loss / max(grad_logits.shape[0], 1)
-    return grad_logits.to(probabilities.dtype), None
+def _cross_entropy_autograd_backward(ctx, grad_loss, grad_probabilities, grad_grad_logits):
+    (grad_logits,) = ctx.saved_tensors
+    return grad_logits * grad_loss, None
 
 
 cross_entropy.register_autograd(

@@ -1,92 +1,32 @@
-"""Launcher of the fused output layer: linear, softmax and cross-entropy
-(`tritonnet.kernels.linear_cross_entropy`)."""
+"""Launcher of the row-wise softmax and cross-entropy kernel (`tritonnet.kernels.cross_entropy`)."""
 
 from __future__ import annotations
-
-import math
-from numbers import Real
 
 import torch
 import triton
 
 from tritonnet import checks
-from tritonnet.kernels.linear_cross_entropy import (
-    FUSED_MAX_N,
-    LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG,
-    linear_cross_entropy_autotuned,
-    linear_cross_entropy_kernel,
-    softmax_cross_entropy_kernel,
-)
-from tritonnet.kernels.softmax import INTERPRETER_MAX_BLOCK_COLS, MAX_BLOCK_COLS, softmax_blocks
-from tritonnet.triton_backend.common import dot_precision, interpreting
-from tritonnet.triton_backend.softmax import check_kernel_dtype
-from tritonnet.triton_backend.linear import linear_forward
+from tritonnet.kernels.cross_entropy import cross_entropy_kernel
+from tritonnet.triton_backend.common import check_operands, check_scale, output_buffer
+from tritonnet.triton_backend.softmax import row_blocks
 
 
-def _check_out(name: str, out: torch.Tensor | None, rows: int, cols: int, x: torch.Tensor) -> torch.Tensor:
-    """`out` `[rows, cols]` on x's device in x's dtype, or a new such tensor."""
-    if out is None:
-        return torch.empty(rows, cols, dtype=x.dtype, device=x.device)
-    out = checks.check_matrix(name, out, cols=cols, rows=rows)
-    checks.check_same_device(**{"x": x, name: out})
-    checks.check_same_dtype(**{"x": x, name: out})
-    return out
+def launch_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    probabilities: torch.Tensor,
+    grad_logits: torch.Tensor,
+    row_loss: torch.Tensor,
+    scale: float,
+) -> None:
+    """Run the kernel on checked, non-empty arguments; `row_loss` is fp32 `[M]`, contiguous.
 
-
-def _launch_fused(x, weight, bias, target, probabilities, grad_logits, row_loss, scale) -> None:
-    """Everything in one kernel: the logits row fits one block."""
-    rows, inner = x.shape
-    classes = weight.shape[1]
-    args = (
-        x,
-        weight,
-        weight if bias is None else bias,  # never read without a bias
-        target,
-        probabilities,
-        grad_logits,
-        row_loss,
-        rows,
-        classes,
-        inner,
-        *x.stride(),
-        *weight.stride(),
-        0 if bias is None else bias.stride(0),
-        target.stride(0),
-        *probabilities.stride(),
-        *grad_logits.stride(),
-        scale,
-    )
-    constants = {
-        "HAS_BIAS": bias is not None,
-        "INPUT_PRECISION": dot_precision(x.dtype),
-        # tl.dot needs every block dimension >= 16.
-        "BLOCK_N": max(16, triton.next_power_of_2(classes)),
-    }
-    if interpreting():
-        config = LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG.kwargs
-        grid = (triton.cdiv(rows, config["BLOCK_M"]),)
-        linear_cross_entropy_kernel[grid](*args, **constants, **config)
-    else:
-        def grid(meta):
-            return (triton.cdiv(rows, meta["BLOCK_M"]),)
-
-        linear_cross_entropy_autotuned[grid](*args, **constants)
-
-
-def _launch_unfused(x, weight, bias, target, probabilities, grad_logits, row_loss, scale) -> None:
-    """Rows too wide for one block: the linear forward kernel, then a row-wise kernel."""
-    rows, classes = x.shape[0], weight.shape[1]
-    # fp32 logits, as the fused kernel keeps them: rounded to fp16 or bf16 they
-    # would shift every probability by up to a few percent. linear_forward writes
-    # its output in its inputs' dtype, so low-precision inputs are widened first.
-    if x.dtype != torch.float32:
-        x, weight = x.float(), weight.float()
-        bias = None if bias is None else bias.float()
-    logits = linear_forward(x, weight, bias, "none")
-    max_block_cols = INTERPRETER_MAX_BLOCK_COLS if interpreting() else MAX_BLOCK_COLS
-    blocks = softmax_blocks(rows, classes, max_block_cols)
+    Shared with the output layer's path for rows too wide for its fused kernel.
+    """
+    rows, classes = logits.shape
+    blocks = row_blocks(rows, classes)
     grid = (triton.cdiv(rows, blocks["BLOCK_ROWS"]),)
-    softmax_cross_entropy_kernel[grid](
+    cross_entropy_kernel[grid](
         logits,
         target,
         probabilities,
@@ -105,47 +45,34 @@ def _launch_unfused(x, weight, bias, target, probabilities, grad_logits, row_los
     )
 
 
-def linear_cross_entropy(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
+def cross_entropy(
+    logits: torch.Tensor,
     target: torch.Tensor,
     scale: float = 1.0,
     *,
     out_probabilities: torch.Tensor | None = None,
     out_grad_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The output layer with its softmax and cross-entropy: `(probabilities, loss, grad_logits)`.
+    """Softmax and cross-entropy of logits `[M, N]` (any strides) against integer class
+    indices target `[M]`: `(probabilities, loss, grad_logits)`.
 
-    Same contract as `tritonnet.reference.linear_cross_entropy`, for x `[M, K]`,
-    weight `[K, N]` (both any strides), bias `[N]` or None and integer class
-    indices target `[M]`. The loss is an fp32 0-dim tensor on the device: the mean
-    of the per-row losses the kernel writes, taken with `.mean()` (see the kernel
-    module). Its range is not checked here, which would wait for the GPU: a target
-    outside `[0, N)` gives a NaN loss instead. No rows (M = 0) gives a NaN loss, as
-    the mean of nothing does in torch, and launches nothing.
+    Same contract as `tritonnet.reference.cross_entropy`. The loss is an fp32
+    0-dim tensor on the device, the `.mean()` of the per-row losses the kernel
+    writes. The target's range is not checked, which would wait for the GPU: a
+    target outside `[0, N)` gives its row a NaN loss, so the mean is NaN. No rows
+    (M = 0) gives a NaN loss, as the mean of nothing does in torch, and launches
+    nothing. `out_*` tensors `[M, N]` of the logits' dtype are written in place.
     """
-    x = checks.check_matrix("x", x)
-    check_kernel_dtype("x", x)
-    rows, inner = x.shape
-    weight = checks.check_matrix("weight", weight, rows=inner)
-    classes = weight.shape[1]
-    if bias is not None:
-        bias = checks.check_float_tensor("bias", bias)
-        if bias.shape != (classes,):
-            raise ValueError(f"bias must have shape ({classes},), got {tuple(bias.shape)}")
+    logits = checks.check_matrix("logits", logits)
+    rows, classes = logits.shape
     target = checks.check_labels("target", target, rows, classes, check_range=False)
-    checks.check_same_device(x=x, weight=weight, bias=bias, target=target)
-    checks.check_same_dtype(x=x, weight=weight, bias=bias)
-    if isinstance(scale, bool) or not isinstance(scale, Real):
-        raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
-    if not math.isfinite(scale):
-        raise ValueError(f"scale must be finite, got {scale!r}")
-    probabilities = _check_out("out_probabilities", out_probabilities, rows, classes, x)
-    grad_logits = _check_out("out_grad_logits", out_grad_logits, rows, classes, x)
+    check_operands(logits=logits)
+    checks.check_same_device(logits=logits, target=target)
+    scale = check_scale(scale)
+    probabilities = output_buffer("out_probabilities", out_probabilities, rows, classes, "logits", logits)
+    grad_logits = output_buffer("out_grad_logits", out_grad_logits, rows, classes, "logits", logits)
 
-    row_loss = torch.empty(rows, dtype=torch.float32, device=x.device)
+    row_loss = torch.empty(rows, dtype=torch.float32, device=logits.device)
     if rows > 0:
-        launch = _launch_fused if classes <= FUSED_MAX_N else _launch_unfused
-        launch(x, weight, bias, target, probabilities, grad_logits, row_loss, float(scale))
+        launch_cross_entropy(logits, target, probabilities, grad_logits, row_loss, scale)
     return probabilities, row_loss.mean(), grad_logits

@@ -10,9 +10,6 @@ interpreter, whose autotuner would run every config.
 
 from __future__ import annotations
 
-import math
-from numbers import Real
-
 import torch
 import triton
 
@@ -20,29 +17,7 @@ from tritonnet import checks
 from tritonnet.kernels import linear_backward as backward_kernels
 from tritonnet.kernels import linear_forward as forward_kernels
 from tritonnet.reference import ACTIVATIONS
-from tritonnet.triton_backend.common import dot_precision, interpreting
-
-# What the kernels load and store (they accumulate in fp32); float64 runs on the
-# reference backend.
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _check_kernel_dtype(name: str, tensor: torch.Tensor) -> None:
-    if tensor.dtype not in KERNEL_DTYPES:
-        allowed = ", ".join(str(d).removeprefix("torch.") for d in KERNEL_DTYPES)
-        raise TypeError(
-            f"{name} must have dtype {allowed} on the triton backend, got {tensor.dtype}; "
-            "use the reference backend for other dtypes"
-        )
-
-
-def _check_runnable_device(name: str, tensor: torch.Tensor) -> None:
-    if tensor.device.type == "cuda" or (tensor.device.type == "cpu" and interpreting()):
-        return
-    raise ValueError(
-        f"{name} must be a CUDA tensor (or a CPU tensor with TRITON_INTERPRET=1) "
-        f"for the triton backend, got device {tensor.device}"
-    )
+from tritonnet.triton_backend.common import check_operands, check_scale, dot_precision, interpreting
 
 
 def _check_vector(name: str, value: object, length: int) -> torch.Tensor:
@@ -50,24 +25,6 @@ def _check_vector(name: str, value: object, length: int) -> torch.Tensor:
     if tensor.shape != (length,):
         raise ValueError(f"{name} must have shape ({length},), got {tuple(tensor.shape)}")
     return tensor
-
-
-def _check_scale(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"scale must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"scale must be finite, got {value!r}")
-    return float(value)
-
-
-def _check_operands(**tensors: torch.Tensor | None) -> None:
-    """One device the kernels run on, one dtype they handle, for every tensor given."""
-    present = {name: tensor for name, tensor in tensors.items() if tensor is not None}
-    checks.check_same_device(**present)
-    checks.check_same_dtype(**present)
-    first_name, first = next(iter(present.items()))
-    _check_kernel_dtype(first_name, first)
-    _check_runnable_device(first_name, first)
 
 
 def _launch(
@@ -90,8 +47,9 @@ def linear_forward(
     """`activation(x @ weight + bias)` for x `[M, K]`, weight `[K, N]`, bias `[N]` or None.
 
     Any strides (weight may be the transposed view of an `[N, K]` tensor).
-    activation is "none" or "sigmoid". `out` `[M, N]` of x's dtype, if given, is
-    written in place and returned.
+    activation is "none" or "sigmoid". `out` `[M, N]`, if given, is written in
+    place and returned; it has x's dtype, or float32 for fp16 and bf16 inputs,
+    which keeps the fp32 accumulator unrounded (the wide output layer's logits).
     """
     x = checks.check_matrix("x", x)
     rows, in_features = x.shape
@@ -100,12 +58,15 @@ def linear_forward(
     if bias is not None:
         bias = _check_vector("bias", bias, out_features)
     activation = checks.check_choice("activation", activation, ACTIVATIONS)
-    if out is not None:
-        out = checks.check_matrix("out", out, cols=out_features, rows=rows)
-    _check_operands(x=x, weight=weight, bias=bias, out=out)
-
+    check_operands(x=x, weight=weight, bias=bias)
     if out is None:
         out = torch.empty(rows, out_features, dtype=x.dtype, device=x.device)
+    else:
+        out = checks.check_matrix("out", out, cols=out_features, rows=rows)
+        checks.check_same_device(x=x, out=out)
+        if out.dtype not in (x.dtype, torch.float32):
+            also = "" if x.dtype == torch.float32 else " or torch.float32"
+            raise TypeError(f"out must have x's dtype {x.dtype}{also}, got {out.dtype}")
     if out.numel() == 0:
         return out
 
@@ -171,7 +132,7 @@ def linear_backward(
         output = checks.check_matrix("output", output, cols=out_features, rows=rows)
     else:
         output = None  # dz = grad_output: the kernels do not read it
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     out_grad_input = out_grad_input if need_grad_input else None
     out_grad_bias = out_grad_bias if need_grad_bias else None
     if out_grad_input is not None:
@@ -182,7 +143,7 @@ def linear_backward(
         )
     if out_grad_bias is not None:
         out_grad_bias = _check_vector("out_grad_bias", out_grad_bias, out_features)
-    _check_operands(
+    check_operands(
         grad_output=grad_output,
         x=x,
         weight=weight,

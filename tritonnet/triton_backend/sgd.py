@@ -7,19 +7,18 @@ import triton
 
 from tritonnet import checks
 from tritonnet.kernels.sgd import SGD_INTERPRETER_CONFIG, sgd_update_autotuned, sgd_update_kernel
-from tritonnet.triton_backend.common import interpreting
-from tritonnet.triton_backend.softmax import check_kernel_dtype
+from tritonnet.triton_backend.common import check_operands, interpreting
 
 
 def _check_pair(name: str, param: torch.Tensor, grad_name: str, grad: object) -> torch.Tensor:
-    """`grad` matches `param` in shape, device and dtype, and both are contiguous."""
+    """`grad` matches `param` in shape, device, dtype and kernel support, and both
+    are contiguous."""
     grad = checks.check_float_tensor(grad_name, grad)
     if grad.shape != param.shape:
         raise ValueError(
             f"{grad_name} must have the shape of {name}, {tuple(param.shape)}, got {tuple(grad.shape)}"
         )
-    checks.check_same_device(**{name: param, grad_name: grad})
-    checks.check_same_dtype(**{name: param, grad_name: grad})
+    check_operands(**{name: param, grad_name: grad})
     # The kernel walks each tensor as one flat run of elements.
     for tensor_name, tensor in ((name, param), (grad_name, grad)):
         if not tensor.is_contiguous():
@@ -41,7 +40,6 @@ def sgd_update(
     parameters' dtype.
     """
     weight = checks.check_float_tensor("weight", weight)
-    check_kernel_dtype("weight", weight)
     grad_weight = _check_pair("weight", weight, "grad_weight", grad_weight)
     lr = checks.check_learning_rate("lr", lr)
     if (bias is None) != (grad_bias is None):
@@ -55,8 +53,7 @@ def sgd_update(
         bias_numel = 0
     else:
         bias = checks.check_float_tensor("bias", bias)
-        checks.check_same_device(weight=weight, bias=bias)
-        checks.check_same_dtype(weight=weight, bias=bias)
+        check_operands(weight=weight, bias=bias)
         grad_bias = _check_pair("bias", bias, "grad_bias", grad_bias)
         bias_numel = bias.numel()
 

@@ -13,18 +13,7 @@ from tritonnet.kernels.sigmoid import (
     sigmoid_forward_autotuned,
     sigmoid_forward_kernel,
 )
-from tritonnet.triton_backend.common import interpreting
-from tritonnet.triton_backend.softmax import check_kernel_dtype
-
-
-def _check_out(out: torch.Tensor | None, like: torch.Tensor, like_name: str) -> torch.Tensor:
-    """`out` checked against `like` (shape, device, dtype), or a new tensor shaped like it."""
-    if out is None:
-        return torch.empty_like(like)
-    out = checks.check_matrix("out", out, cols=like.shape[1], rows=like.shape[0])
-    checks.check_same_device(**{like_name: like, "out": out})
-    checks.check_same_dtype(**{like_name: like, "out": out})
-    return out
+from tritonnet.triton_backend.common import check_operands, interpreting, output_buffer
 
 
 def _launch(autotuned, kernel, rows: int, cols: int, *args) -> None:
@@ -43,9 +32,9 @@ def _launch(autotuned, kernel, rows: int, cols: int, *args) -> None:
 def sigmoid_forward(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """`1 / (1 + exp(-x))` of x `[M, N]` (any strides), into `out` if given (x itself too)."""
     x = checks.check_matrix("x", x)
-    check_kernel_dtype("x", x)
-    out = _check_out(out, x, "x")
+    check_operands(x=x)
     rows, cols = x.shape
+    out = output_buffer("out", out, rows, cols, "x", x)
     if x.numel() == 0:
         return out
     _launch(
@@ -62,12 +51,10 @@ def sigmoid_backward(
     `out` may be grad_output itself.
     """
     output = checks.check_matrix("output", output)
-    check_kernel_dtype("output", output)
     rows, cols = output.shape
     grad_output = checks.check_matrix("grad_output", grad_output, cols=cols, rows=rows)
-    checks.check_same_device(grad_output=grad_output, output=output)
-    checks.check_same_dtype(grad_output=grad_output, output=output)
-    out = _check_out(out, grad_output, "grad_output")
+    check_operands(grad_output=grad_output, output=output)
+    out = output_buffer("out", out, rows, cols, "grad_output", grad_output)
     if output.numel() == 0:
         return out
     _launch(

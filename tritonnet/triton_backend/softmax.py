@@ -12,20 +12,17 @@ from tritonnet.kernels.softmax import (
     softmax_blocks,
     softmax_kernel,
 )
-from tritonnet.triton_backend.common import interpreting
-
-# What the kernels load and store; float64 runs on the reference backend.
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from tritonnet.triton_backend.common import check_operands, interpreting, output_buffer
 
 
-def check_kernel_dtype(name: str, tensor: torch.Tensor) -> None:
-    """Raise TypeError unless `tensor` has a dtype the kernels handle (KERNEL_DTYPES)."""
-    if tensor.dtype not in KERNEL_DTYPES:
-        allowed = ", ".join(str(d).removeprefix("torch.") for d in KERNEL_DTYPES)
-        raise TypeError(
-            f"{name} must have dtype {allowed} on the triton backend, got {tensor.dtype}; "
-            "use the reference backend for other dtypes"
-        )
+def row_blocks(rows: int, cols: int) -> dict:
+    """The tile and warps of a row-wise kernel (softmax, cross-entropy) over `[rows, cols]`.
+
+    The interpreter gets a narrow cap, so that the tests' small rows also take the
+    two-pass path without a GPU (see `tritonnet.kernels.softmax`).
+    """
+    max_block_cols = INTERPRETER_MAX_BLOCK_COLS if interpreting() else MAX_BLOCK_COLS
+    return softmax_blocks(rows, cols, max_block_cols)
 
 
 def softmax(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -36,18 +33,12 @@ def softmax(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     dtype is written in place and returned; it may be x itself.
     """
     x = checks.check_matrix("x", x)
-    check_kernel_dtype("x", x)
+    check_operands(x=x)
     rows, cols = x.shape
-    if out is None:
-        out = torch.empty_like(x)
-    else:
-        out = checks.check_matrix("out", out, cols=cols, rows=rows)
-        checks.check_same_device(x=x, out=out)
-        checks.check_same_dtype(x=x, out=out)
+    out = output_buffer("out", out, rows, cols, "x", x)
     if x.numel() == 0:
         return out
-    max_block_cols = INTERPRETER_MAX_BLOCK_COLS if interpreting() else MAX_BLOCK_COLS
-    blocks = softmax_blocks(rows, cols, max_block_cols)
+    blocks = row_blocks(rows, cols)
     grid = (triton.cdiv(rows, blocks["BLOCK_ROWS"]),)
     softmax_kernel[grid](x, out, rows, cols, *x.stride(), *out.stride(), **blocks)
     return out
