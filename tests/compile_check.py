@@ -1,40 +1,61 @@
-"""Compile a Triton kernel for a GPU architecture on a machine without a GPU.
+"""Compile Triton kernels for real GPUs on a machine without one, and read what
+their machine code uses.
 
 `triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))` runs the whole
 compiler down to a cubin, which catches what the interpreter lets through (block
-sizes tl.dot refuses, layouts that do not fit shared memory). `ptxas -v`, shipped
-in the triton wheel, then reports the registers, shared memory and spills of the
-machine code.
+sizes tl.dot refuses, layouts that do not fit shared memory). Triton runs
+`ptxas -v` itself but keeps its report only on a GPU, where the driver loads the
+cubin (`CompiledKernel.n_regs`, `n_spills`); here `cuobjdump -res-usage`, shipped
+in the triton wheel as ptxas is, reads the registers and the stack frame from the
+very cubin Triton built, whether fresh or from its cache, and no second ptxas runs.
+ptxas puts every spilled register in the stack frame, so a frame of 0 bytes
+means no spills.
+
+The kernel tests use it in three steps:
+1. `compile_job` describes one compilation: kernel, argument types, constexprs,
+   architecture, warps and stages.
+2. `compile_in_child` compiles a batch of jobs in a child process (why a child:
+   see there) and returns each job's `Resources` as a dict.
+3. `assert_compiled_without_spills` checks one result and records its registers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import re
 import subprocess
+import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 ARCHITECTURES = (90, 80)  # Hopper, Ampere
 
+# (pointer dtype, tl.dot input_precision) of the kernels with a dot: fp32 on the
+# CUDA cores ("ieee", torch's default), fp32 on the tensor cores ("tf32"), and
+# bf16, whose dots ignore the setting. fp16 compiles as bf16 does.
+DOT_PRECISIONS = [("fp32", "ieee"), ("fp32", "tf32"), ("bf16", "ieee")]
 
-@dataclass(frozen=True)
+# The inner stride of a weight w `[K, N]` that is 1, compiled as that constant:
+# a contiguous w (the exercise's layers) or the transposed view of nn.Linear's
+# `[N, K]` weight (tritonnet.functional's). Triton specializes whichever stride
+# is 1, and the two builds differ in their registers.
+WEIGHT_UNIT_STRIDES = {"w": "stride_wn", "w.t()": "stride_wk"}
+
+# Triton's default, which the launchers of the row-wise kernels keep.
+DEFAULT_NUM_STAGES = 3
+
+_TESTS = Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass(frozen=True)
 class Resources:
+    """What one compiled kernel uses per thread (registers, stack) and per program (shared)."""
+
     registers: int
     shared_bytes: int
-    spill_stores: int
-    spill_loads: int
-
-
-def _ptxas(arch: int) -> str:
-    """The ptxas that triton itself uses for this architecture (it ships two)."""
-    from triton.backends.nvidia.compiler import get_ptxas
-
-    return get_ptxas(arch).path
+    stack_bytes: int
 
 
 def compile_kernel(
@@ -43,38 +64,165 @@ def compile_kernel(
     constexprs: dict[str, object],
     arch: int,
     num_warps: int = 4,
-    num_stages: int = 3,
+    num_stages: int = DEFAULT_NUM_STAGES,
 ) -> Resources:
     """Compile `kernel` for sm_<arch> and return the resources its machine code uses.
 
     `signature` maps every argument name to a Triton type ("*fp32", "i32", ...,
     "constexpr"); `constexprs` gives the constexpr values. A compile error raises.
+    Needs a process that imported triton without TRITON_INTERPRET=1 (see
+    `compile_in_child`).
     """
+    # Imported here: the test modules import this one in the interpreted parent,
+    # and stay collectable where triton is not installed.
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
     source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
     options = {"num_warps": num_warps, "num_stages": num_stages}
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
-    ptx = compiled.asm["ptx"]
-    gpu_name = re.search(r"^\.target\s+(\w+)", ptx, re.MULTILINE).group(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        ptx_file = Path(tmp) / "kernel.ptx"
-        ptx_file.write_text(ptx)
-        # ptxas -v prints the registers, spills and shared memory of the final code.
-        ptxas = subprocess.run(
-            [_ptxas(arch), f"-arch={gpu_name}", "-v", str(ptx_file), "-o", str(Path(tmp) / "k.cubin")],
+    with tempfile.TemporaryDirectory() as folder:
+        cubin = Path(folder) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        report = subprocess.run(
+            [triton.knobs.nvidia.cuobjdump.path, "-res-usage", str(cubin)],
             capture_output=True,
             text=True,
-        )
-    if ptxas.returncode != 0:
-        raise RuntimeError(f"ptxas failed for sm_{arch}: {ptxas.stderr.strip()}")
-    report = ptxas.stderr
-
-    def number(pattern: str) -> int:
-        match = re.search(pattern, report)
-        return int(match.group(1)) if match else 0
-
+            check=True,
+        ).stdout
+    # e.g. "Function softmax_kernel:\n  REG:48 STACK:0 SHARED:0 LOCAL:0 CONSTANT[0]:400 ..."
+    usage = dict(re.findall(r"\b(REG|STACK|SHARED):(\d+)", report))
+    if len(usage) != 3:
+        raise RuntimeError(f"cuobjdump reported no resource usage for sm_{arch}:\n{report}")
     return Resources(
-        registers=number(r"Used (\d+) registers"),
-        shared_bytes=max(number(r"(\d+) bytes smem"), compiled.metadata.shared),
-        spill_stores=number(r"(\d+) bytes spill stores"),
-        spill_loads=number(r"(\d+) bytes spill loads"),
+        registers=int(usage["REG"]),
+        # Static shared memory (barriers) plus what Triton asks for at launch.
+        shared_bytes=int(usage["SHARED"]) + compiled.metadata.shared,
+        stack_bytes=int(usage["STACK"]),
     )
+
+
+def compile_job(
+    kernel,
+    arch: int,
+    *,
+    dtype: str = "fp32",
+    pointers: dict[str, str] | None = None,
+    constexprs: dict[str, object] | None = None,
+    config=None,
+    unit_strides: tuple[str, ...] = (),
+    floats: tuple[str, ...] = (),
+    num_warps: int = 4,
+    num_stages: int = DEFAULT_NUM_STAGES,
+) -> dict:
+    """One compilation of `kernel` (a @triton.jit function) for sm_<arch>, as a job
+    for `compile_in_child`.
+
+    Argument types: every `*_ptr` argument points to `dtype` ("fp32", "bf16", ...)
+    unless `pointers` gives its type ("*i64"); names in `constexprs`, in `config`'s
+    kwargs and in `unit_strides` are constexprs; names in `floats` are "fp32";
+    the rest (sizes and strides) "i32". A `config` (triton.Config) also gives
+    the warps and stages. The strides in `unit_strides` are compiled as the
+    constant 1: Triton specializes a stride of 1 into the code it launches on
+    contiguous tensors, which is what the library runs. No pointer is marked
+    16-byte aligned, as at odd shapes: no vector loads, the most registers.
+    """
+    constexprs = {**(constexprs or {}), **dict.fromkeys(unit_strides, 1)}
+    if config is not None:
+        constexprs.update(config.kwargs)
+        num_warps, num_stages = config.num_warps, config.num_stages
+    pointers = pointers or {}
+
+    def type_of(name: str) -> str:
+        if name in constexprs:
+            return "constexpr"
+        if name.endswith("_ptr"):
+            return pointers.get(name, f"*{dtype}")
+        return "fp32" if name in floats else "i32"
+
+    return {
+        "module": kernel.fn.__module__,
+        "kernel": kernel.__name__,
+        "signature": {name: type_of(name) for name in kernel.arg_names},
+        "constexprs": constexprs,
+        "arch": arch,
+        "num_warps": num_warps,
+        "num_stages": num_stages,
+    }
+
+
+# Runs in the child: compiles the jobs read as JSON from stdin in a pool of forked
+# workers, which inherit triton's imports, and prints the results as JSON.
+_COMPILE_CHILD = r"""
+import dataclasses, importlib, json, multiprocessing, os, sys
+from compile_check import compile_kernel
+
+def compile_one(job):
+    kernel = getattr(importlib.import_module(job.pop("module")), job.pop("kernel"))
+    try:
+        return dataclasses.asdict(compile_kernel(kernel, **job))
+    except Exception as error:
+        return {"error": f"{type(error).__name__}: {error}"}
+
+jobs = json.load(sys.stdin)
+with multiprocessing.get_context("fork").Pool(max(min(len(jobs), os.cpu_count() or 1), 1)) as pool:
+    print(json.dumps(pool.map(compile_one, jobs, chunksize=1)))
+"""
+
+
+def compile_in_child(jobs: dict[str, dict]) -> dict[str, dict]:
+    """Compile the jobs (`compile_job`), keyed by test id, in a child Python process.
+
+    Returns, under each id, the job's `Resources` as a dict, or {"error": message}.
+
+    Why a child: under TRITON_INTERPRET=1, which conftest sets on a machine
+    without CUDA, `@triton.jit` returns InterpretedFunctions, and it did so for
+    triton.language's own jit helpers (tl.cdiv, tl.max, tl.sigmoid) when triton
+    was first imported. A kernel module re-imported with the interpreter switched
+    off gets real JITFunctions, but the compiler still meets those interpreted
+    helpers and fails; only a process that imports triton without the interpreter
+    compiles.
+    """
+    if not jobs:
+        return {}
+    environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    child = subprocess.run(
+        [sys.executable, "-c", _COMPILE_CHILD],
+        input=json.dumps(list(jobs.values())),
+        capture_output=True,
+        text=True,
+        cwd=_TESTS,
+        env=environment,
+        timeout=600,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"the compile child failed:\n{child.stderr[-4000:]}")
+    return dict(zip(jobs, json.loads(child.stdout)))
+
+
+def assert_compiled_without_spills(result: dict, record_property) -> None:
+    """The job compiled, and its machine code keeps everything in registers.
+
+    `record_property` (pytest's fixture) puts the registers and stack bytes into
+    the test report (`--junitxml`), so a change that grows them shows there.
+    """
+    assert "error" not in result, result.get("error")
+    record_property("registers", result["registers"])
+    record_property("stack_bytes", result["stack_bytes"])
+    assert result["stack_bytes"] == 0, f"spills (a stack frame): {result}"
+
+
+def config_id(config) -> str:
+    """A test id for a triton.Config: its BLOCK sizes, warps and stages."""
+    blocks = "x".join(str(value) for name, value in config.kwargs.items() if name.startswith("BLOCK"))
+    return f"{blocks}-w{config.num_warps}-s{config.num_stages}"
+
+
+def unique_configs(*groups) -> list:
+    """The configs of the autotune lists and the interpreter, each once."""
+    configs = []
+    for config in (config for group in groups for config in group):
+        if all(config is not seen for seen in configs):
+            configs.append(config)
+    return configs

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import tritonnet
+from conftest import TEST_DEVICE, requires_triton
 from tritonnet import backend
 
 
@@ -43,6 +44,23 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="cannot run on device cpu.*TRITON_INTERPRET=1"):
         backend.resolve_backend(torch.device("cpu"), "triton")
+
+
+@requires_triton
+def test_auto_sends_dtypes_the_kernels_do_not_load_to_the_reference():
+    x = torch.randn(4, 5, device=TEST_DEVICE)
+    labels = torch.zeros(4, dtype=torch.int64, device=TEST_DEVICE)
+    with tritonnet.use_backend("auto"):
+        # Integer labels beside fp32 logits stay on the kernels.
+        assert backend.ops_for(x, labels).__name__ == "tritonnet.triton_backend"
+        ops = backend.ops_for(x.double(), labels)
+        assert ops.__name__ == "tritonnet.reference"
+        torch.testing.assert_close(ops.softmax(x.double()), torch.softmax(x.double(), dim=1))
+    with tritonnet.use_backend("triton"):
+        ops = backend.ops_for(x.double())
+        assert ops.__name__ == "tritonnet.triton_backend"
+        with pytest.raises(TypeError, match="x must have dtype float32, float16, bfloat16 .* got torch.float64"):
+            ops.softmax(x.double())
 
 
 def test_tensors_on_two_devices_are_refused():

@@ -17,23 +17,25 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from compile_check import (
+    ARCHITECTURES,
+    DOT_PRECISIONS,
+    WEIGHT_UNIT_STRIDES,
+    assert_compiled_without_spills,
+    compile_in_child,
+    compile_job,
+    config_id,
+    unique_configs,
+)
 from conftest import TEST_DEVICE, requires_triton, triton_runnable
-from shapes import LINEAR_SHAPES
+from shapes import GROUPED_ORDER_SHAPE, LINEAR_SHAPES
 from test_linear_forward import (
     ACTIVATIONS,
-    ARCHITECTURES,
-    GROUPED_ORDER_SHAPE,
-    PRECISIONS,
     TF32_SKIP,
-    assert_compiled_without_spills,
     assert_within_error_bound,
-    compile_in_child,
-    config_id,
     forward_oracle,
-    kernel_compile_job,
     make_linear_inputs,
     skip_bf16_in_interpreter,
-    unique_configs,
 )
 from tritonnet.backend import ops_for
 
@@ -299,6 +301,9 @@ def test_linear_backward_rejects_bad_arguments():
         linear_backward(
             grad_output, x, weight, output, "sigmoid", out_grad_bias=torch.empty(6, device=TEST_DEVICE)
         )
+    on_meta = [tensor.to("meta") for tensor in (grad_output, x, weight, output)]
+    with pytest.raises(ValueError, match="grad_output must be a CUDA tensor .* got device meta"):
+        linear_backward(*on_meta, "sigmoid")
 
 
 # --- compilation for real GPUs -------------------------------------------------
@@ -320,52 +325,63 @@ def _weight_configs() -> list:
     )
 
 
-# (kernel name, config, precision, dtype, arch)
+# The inner strides that are 1 for contiguous tensors, compiled as that constant;
+# the input kernel also reads w, in either layout (WEIGHT_UNIT_STRIDES), the
+# weight kernel does not read it.
+UNIT_STRIDES = {
+    "linear_backward_input_kernel": ("stride_dyn", "stride_yn", "stride_dxk"),
+    "linear_backward_weight_kernel": ("stride_xk", "stride_dyn", "stride_yn", "stride_dwn", "stride_db"),
+}
+LAYOUTS = {"linear_backward_input_kernel": tuple(WEIGHT_UNIT_STRIDES), "linear_backward_weight_kernel": (None,)}
+
+# (kernel name, config, weight layout, dtype, precision, arch)
 BACKWARD_COMPILE_CASES = [
-    (kernel, config, precision, dtype, arch)
+    (kernel, config, layout, dtype, precision, arch)
     for kernel, configs in (
         ("linear_backward_input_kernel", _input_configs() if triton_runnable() else []),
         ("linear_backward_weight_kernel", _weight_configs() if triton_runnable() else []),
     )
     for config in configs
-    for precision, dtype in PRECISIONS
+    for layout in LAYOUTS[kernel]
+    for dtype, precision in DOT_PRECISIONS
     for arch in ARCHITECTURES
 ]
 
-# The inner strides that are 1 for contiguous tensors, compiled as that constant.
-UNIT_STRIDES = {
-    "linear_backward_input_kernel": ("stride_dyn", "stride_yn", "stride_wn", "stride_dxk"),
-    "linear_backward_weight_kernel": ("stride_xk", "stride_dyn", "stride_yn", "stride_dwn", "stride_db"),
+# Sigmoid on (and grad_bias for kernel 2): the variants with the most work.
+CONSTEXPRS = {
+    "linear_backward_input_kernel": {"ACTIVATION": "sigmoid"},
+    "linear_backward_weight_kernel": {"ACTIVATION": "sigmoid", "HAS_BIAS": True},
 }
 
 
 def backward_case_id(case) -> str:
-    kernel, config, precision, dtype, arch = case
+    kernel, config, layout, dtype, precision, arch = case
     gradient = kernel.removeprefix("linear_backward_").removesuffix("_kernel")
-    return f"{gradient}-{config_id(config)}-{precision}-{dtype}-sm{arch}"
+    weight = f"-{layout}" if layout else ""
+    return f"{gradient}-{config_id(config)}{weight}-{precision}-{dtype}-sm{arch}"
 
 
 @pytest.fixture(scope="module")
 def backward_compiled() -> dict:
     from tritonnet.kernels import linear_backward as kernels
 
-    # Sigmoid on (and grad_bias for kernel 2): the variants with the most work.
-    constexprs = {
-        "linear_backward_input_kernel": {"ACTIVATION": "sigmoid"},
-        "linear_backward_weight_kernel": {"ACTIVATION": "sigmoid", "HAS_BIAS": True},
-    }
-    jobs = [
-        kernel_compile_job(
-            "tritonnet.kernels.linear_backward", getattr(kernels, kernel), config, precision, dtype, arch,
-            constexprs[kernel], UNIT_STRIDES[kernel],
+    jobs = {}
+    for case in BACKWARD_COMPILE_CASES:
+        kernel, config, layout, dtype, precision, arch = case
+        weight_stride = (WEIGHT_UNIT_STRIDES[layout],) if layout else ()
+        jobs[backward_case_id(case)] = compile_job(
+            getattr(kernels, kernel),
+            arch,
+            dtype=dtype,
+            config=config,
+            constexprs={**CONSTEXPRS[kernel], "INPUT_PRECISION": precision},
+            unit_strides=UNIT_STRIDES[kernel] + weight_stride,
+            floats=("scale",),
         )
-        for kernel, config, precision, dtype, arch in BACKWARD_COMPILE_CASES
-    ]
-    ids = [backward_case_id(case) for case in BACKWARD_COMPILE_CASES]
-    return dict(zip(ids, compile_in_child(jobs)))
+    return compile_in_child(jobs)
 
 
 @requires_triton
 @pytest.mark.parametrize("case", BACKWARD_COMPILE_CASES, ids=backward_case_id)
-def test_linear_backward_kernels_compile_without_spills(backward_compiled, case):
-    assert_compiled_without_spills(backward_compiled[backward_case_id(case)])
+def test_linear_backward_kernels_compile_without_spills(backward_compiled, case, record_property):
+    assert_compiled_without_spills(backward_compiled[backward_case_id(case)], record_property)

@@ -1,8 +1,8 @@
 """linear_cross_entropy against float64 torch (cross_entropy and autograd) on every
-backend, and the compilation of its two kernels.
+backend, and the compilation of its fused kernel.
 
 Rows of up to FUSED_MAX_N classes take the fused kernel; wider rows the linear
-forward kernel followed by the row-wise softmax-cross-entropy kernel. The shapes
+forward kernel followed by the row-wise kernel of `cross_entropy`. The shapes
 below cover both.
 """
 
@@ -18,15 +18,22 @@ from tritonnet.backend import interpreter_enabled, ops_for
 
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
+from compile_check import (  # noqa: E402
+    ARCHITECTURES,
+    DOT_PRECISIONS,
+    WEIGHT_UNIT_STRIDES,
+    assert_compiled_without_spills,
+    compile_in_child,
+    compile_job,
+    config_id,
+)
 from conftest import TEST_DEVICE, requires_triton  # noqa: E402
 from shapes import EXERCISE_LINEAR_SHAPES, ODD_LINEAR_SHAPES, ROW_SHAPES  # noqa: E402
-from test_softmax import assert_compiled_without_spills, compile_in_child, kernel_signature  # noqa: E402
 from tritonnet.kernels.linear_cross_entropy import (  # noqa: E402
     FUSED_MAX_N,
     LINEAR_CROSS_ENTROPY_CONFIGS,
     LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG,
 )
-from tritonnet.kernels.softmax import INTERPRETER_MAX_BLOCK_COLS, MAX_BLOCK_COLS, softmax_blocks  # noqa: E402
 
 # (rows, in_features, classes): the exercise's output layer, the odd linear
 # shapes, and the row shapes of the row-wise ops with 24 in_features.
@@ -102,10 +109,10 @@ def test_linear_cross_entropy_matches_float64(backend, rows, in_features, classe
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("rows,in_features,classes", [(64, 128, 10), (3, 24, 1000)])
 def test_linear_cross_entropy_low_precision(backend, dtype, rows, in_features, classes):
-    if backend == "triton" and dtype == torch.bfloat16 and classes <= FUSED_MAX_N and interpreter_enabled():
+    if backend == "triton" and dtype == torch.bfloat16 and interpreter_enabled():
         pytest.skip(
             "Triton's CPU interpreter multiplies the raw bit patterns of bf16 tl.dot operands "
-            "(triton-lang/triton#11584, not supported upstream); the fused bf16 kernel runs on GPUs only"
+            "(triton-lang/triton#11584, not supported upstream); both paths' bf16 dots run on GPUs only"
         )
     x, weight, b, target = make_inputs(rows, in_features, classes, dtype=dtype)
     probabilities, loss, grad_logits = ops_for(x).linear_cross_entropy(x, weight, b, target)
@@ -162,6 +169,9 @@ def test_target_out_of_range(backend, classes):
         return
     probabilities, loss, grad_logits = ops_for(x).linear_cross_entropy(x, weight, bias, target, 0.5)
     assert torch.isnan(loss)
+    for bad in (classes, -1):  # each alone, all other targets valid: still NaN
+        alone = torch.where(target == bad, target, 0)
+        assert torch.isnan(ops_for(x).linear_cross_entropy(x, weight, bias, alone)[1]), f"target {bad}"
     valid = torch.tensor([0, 2, 3, 5], device=TEST_DEVICE)
     expected = expected_outputs(x[valid], weight, bias, target[valid], 0.5)
     logits = x.double() @ weight.double() + bias.double()
@@ -195,7 +205,7 @@ def test_linear_cross_entropy_random_shapes(backend, rows, in_features, classes,
 
 @requires_triton
 def test_linear_cross_entropy_launcher_rejects_bad_arguments():
-    from tritonnet.triton_backend.cross_entropy import linear_cross_entropy
+    from tritonnet.triton_backend.linear_cross_entropy import linear_cross_entropy
 
     x, weight, bias, target = make_inputs(4, 8, 10)
     with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
@@ -216,101 +226,53 @@ def test_linear_cross_entropy_launcher_rejects_bad_arguments():
         linear_cross_entropy(x, weight, bias, target, out_probabilities=x.new_zeros(4, 9))
     with pytest.raises(TypeError, match="scale must be a real number, got str"):
         linear_cross_entropy(x, weight, bias, target, "1")
+    on_meta = [tensor.to("meta") for tensor in (x, weight, bias, target)]
+    with pytest.raises(ValueError, match="x must be a CUDA tensor .* got device meta"):
+        linear_cross_entropy(*on_meta)
 
 
 # --- compilation for real GPUs -------------------------------------------------
-
-PRECISIONS = [("fp32", "ieee"), ("fp32", "tf32"), ("bf16", "ieee")]
+# The fused kernel; the row-wise kernel of the wide path is compiled in
+# test_cross_entropy.py.
 
 # The exercise's 10 classes (BLOCK_N 16) and the widest fused row (BLOCK_N 64).
 FUSED_BLOCK_N = [16, FUSED_MAX_N]
 
 FUSED_CASES = [
-    (config, block_n, dtype, precision, arch)
+    (config, block_n, layout, dtype, precision, arch)
     for config in LINEAR_CROSS_ENTROPY_CONFIGS
     for block_n in FUSED_BLOCK_N
-    for dtype, precision in PRECISIONS
-    for arch in (90, 80)
+    for layout in WEIGHT_UNIT_STRIDES
+    for dtype, precision in DOT_PRECISIONS
+    for arch in ARCHITECTURES
 ]
 
 
 def _fused_case_id(case) -> str:
-    config, block_n, dtype, precision, arch = case
-    m, k = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_K"]
-    return f"m{m}-n{block_n}-k{k}-w{config.num_warps}-s{config.num_stages}-{dtype}-{precision}-sm{arch}"
-
-
-def _row_block_configs() -> list[dict]:
-    """The configs `softmax_blocks` picks for rows just past the fused width, of
-    1000 classes, and one-block and two-block rows at the cap, on a GPU and in the
-    interpreter (the row kernel ignores SINGLE_PASS: it always makes two passes)."""
-    configs = []
-    for max_block_cols in (MAX_BLOCK_COLS, INTERPRETER_MAX_BLOCK_COLS):
-        for cols in (FUSED_MAX_N + 1, 1000, MAX_BLOCK_COLS, MAX_BLOCK_COLS + 1):
-            blocks = softmax_blocks(1 << 20, cols, max_block_cols)
-            blocks.pop("SINGLE_PASS")
-            if blocks not in configs:
-                configs.append(blocks)
-    return configs
-
-
-ROW_CASES = [
-    (blocks, dtype, arch) for blocks in _row_block_configs() for dtype in ("fp32", "bf16") for arch in (90, 80)
-]
-
-
-def _row_case_id(case) -> str:
-    blocks, dtype, arch = case
-    return f"{blocks['BLOCK_ROWS']}x{blocks['BLOCK_COLS']}-w{blocks['num_warps']}-{dtype}-sm{arch}"
+    config, block_n, layout, dtype, precision, arch = case
+    return f"{config_id(config)}-n{block_n}-{layout}-{dtype}-{precision}-sm{arch}"
 
 
 @pytest.fixture(scope="module")
-def cross_entropy_compiled() -> dict:
-    from tritonnet.kernels.linear_cross_entropy import linear_cross_entropy_kernel, softmax_cross_entropy_kernel
+def fused_compiled() -> dict:
+    from tritonnet.kernels.linear_cross_entropy import linear_cross_entropy_kernel
 
-    module = "tritonnet.kernels.linear_cross_entropy"
-    jobs, ids = [], []
+    jobs = {}
     for case in FUSED_CASES:
-        config, block_n, dtype, precision, arch = case
-        constexprs = {"HAS_BIAS": True, "INPUT_PRECISION": precision, "BLOCK_N": block_n, **config.kwargs}
-        constexprs.update(dict.fromkeys(("stride_xk", "stride_wn", "stride_b", "stride_target"), 1))
-        constexprs.update(stride_pn=1, stride_gn=1)
-        pointers = {name: f"*{dtype}" for name in ("x_ptr", "w_ptr", "b_ptr", "p_ptr", "grad_ptr")}
-        pointers.update(target_ptr="*i64", loss_ptr="*fp32")
-        signature = kernel_signature(linear_cross_entropy_kernel, pointers, constexprs, floats=("scale",))
-        jobs.append(
-            {
-                "module": module,
-                "kernel": "linear_cross_entropy_kernel",
-                "signature": signature,
-                "constexprs": constexprs,
-                "arch": arch,
-                "num_warps": config.num_warps,
-                "num_stages": config.num_stages,
-            }
+        config, block_n, layout, dtype, precision, arch = case
+        jobs[_fused_case_id(case)] = compile_job(
+            linear_cross_entropy_kernel,
+            arch,
+            dtype=dtype,
+            pointers={"target_ptr": "*i64", "loss_ptr": "*fp32"},
+            constexprs={"HAS_BIAS": True, "INPUT_PRECISION": precision, "BLOCK_N": block_n},
+            config=config,
+            unit_strides=(
+                "stride_xk", WEIGHT_UNIT_STRIDES[layout], "stride_b", "stride_target", "stride_pn", "stride_gn"
+            ),
+            floats=("scale",),
         )
-        ids.append(_fused_case_id(case))
-    for case in ROW_CASES:
-        blocks, dtype, arch = case
-        constexprs = {"BLOCK_ROWS": blocks["BLOCK_ROWS"], "BLOCK_COLS": blocks["BLOCK_COLS"]}
-        constexprs.update(dict.fromkeys(("stride_zn", "stride_target", "stride_pn", "stride_gn"), 1))
-        # The logits are always fp32 (the launcher widens low-precision inputs).
-        pointers = {"z_ptr": "*fp32", "target_ptr": "*i64", "p_ptr": f"*{dtype}", "grad_ptr": f"*{dtype}"}
-        pointers["loss_ptr"] = "*fp32"
-        signature = kernel_signature(softmax_cross_entropy_kernel, pointers, constexprs, floats=("scale",))
-        jobs.append(
-            {
-                "module": module,
-                "kernel": "softmax_cross_entropy_kernel",
-                "signature": signature,
-                "constexprs": constexprs,
-                "arch": arch,
-                "num_warps": blocks["num_warps"],
-                "num_stages": 3,  # triton's default, which the launcher keeps
-            }
-        )
-        ids.append(_row_case_id(case))
-    return dict(zip(ids, compile_in_child(jobs)))
+    return compile_in_child(jobs)
 
 
 def test_interpreter_config_is_among_the_compiled_ones():
@@ -318,10 +280,5 @@ def test_interpreter_config_is_among_the_compiled_ones():
 
 
 @pytest.mark.parametrize("case", FUSED_CASES, ids=_fused_case_id)
-def test_fused_kernel_compiles_without_spills(cross_entropy_compiled, case, record_property):
-    assert_compiled_without_spills(cross_entropy_compiled[_fused_case_id(case)], record_property)
-
-
-@pytest.mark.parametrize("case", ROW_CASES, ids=_row_case_id)
-def test_row_kernel_compiles_without_spills(cross_entropy_compiled, case, record_property):
-    assert_compiled_without_spills(cross_entropy_compiled[_row_case_id(case)], record_property)
+def test_fused_kernel_compiles_without_spills(fused_compiled, case, record_property):
+    assert_compiled_without_spills(fused_compiled[_fused_case_id(case)], record_property)

@@ -8,24 +8,28 @@ so it grows with the length of each sum and the size of its terms, and stays far
 below what a wrong index, a missing tile or a lost bias would cost.
 
 This module also holds the helpers that test_linear_backward.py shares: the
-error bound and the compile-in-a-child-process machinery.
+error bound, the inputs and the forward oracle.
 """
 
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from compile_check import (
+    ARCHITECTURES,
+    DOT_PRECISIONS,
+    WEIGHT_UNIT_STRIDES,
+    assert_compiled_without_spills,
+    compile_in_child,
+    compile_job,
+    config_id,
+    unique_configs,
+)
 from conftest import TEST_DEVICE, requires_triton, triton_runnable
-from shapes import LINEAR_SHAPES
+from shapes import GROUPED_ORDER_SHAPE, LINEAR_SHAPES
 from tritonnet.backend import interpreter_enabled, ops_for
 
 ACTIVATIONS = ("none", "sigmoid")
@@ -45,12 +49,6 @@ BF16_INTERPRETER_SKIP = (
 )
 
 TF32_SKIP = "TF32 needs a GPU's tensor cores; the interpreter's tl.dot is exact fp32"
-
-# More than one group of GROUP_M = 8 row blocks at every BLOCK_M of the configs
-# (9 blocks of 128 rows, 35 of 32), the last group partial, and several column
-# blocks: the grouped program order must still cover every tile once.
-GROUPED_ORDER_SHAPE = (1100, 5, 130)
-
 
 def skip_bf16_in_interpreter(dtype: torch.dtype, backend: str) -> None:
     if dtype == torch.bfloat16 and backend == "triton" and interpreter_enabled():
@@ -169,6 +167,23 @@ def test_linear_forward_half_precision(backend, dtype, activation):
     check_forward(*make_linear_inputs(129, 257, 33, dtype=dtype), activation)
 
 
+@requires_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_linear_forward_writes_fp32_out_for_half_inputs(dtype):
+    """The Triton launcher stores the fp32 accumulator unrounded into an fp32 `out`
+    (the wide output layer's logits)."""
+    from tritonnet.triton_backend import linear_forward
+
+    skip_bf16_in_interpreter(dtype, "triton")
+    x, weight, bias = make_linear_inputs(129, 257, 33, dtype=dtype)
+    out = torch.full((129, 33), float("nan"), device=TEST_DEVICE)
+    assert linear_forward(x, weight, bias, "none", out=out) is out
+    expected, magnitude = forward_oracle(x, weight, bias, "none")
+    # The bound's output term is fp32's (2^-24): a result rounded to the inputs'
+    # dtype first (2^-11 or 2^-8 relative) would exceed it.
+    assert_within_error_bound(out, expected, magnitude, terms=x.shape[1])
+
+
 def test_linear_forward_grouped_order_covers_every_tile(backend):
     check_forward(*make_linear_inputs(*GROUPED_ORDER_SHAPE), "sigmoid")
 
@@ -253,112 +268,17 @@ def test_linear_forward_rejects_bad_arguments():
         linear_forward(x.double(), weight.double(), bias.double())
     with pytest.raises(ValueError, match=r"out must have 5 columns, got shape \(4, 6\)"):
         linear_forward(x, weight, bias, out=torch.empty(4, 6, device=TEST_DEVICE))
+    with pytest.raises(TypeError, match="out must have x's dtype torch.float32, got torch.float16"):
+        linear_forward(x, weight, bias, out=torch.empty(4, 5, device=TEST_DEVICE, dtype=torch.float16))
+    with pytest.raises(TypeError, match="out must have x's dtype torch.float16 or torch.float32, got torch.bfloat16"):
+        linear_forward(
+            x.half(), weight.half(), bias.half(), out=torch.empty(4, 5, device=TEST_DEVICE, dtype=torch.bfloat16)
+        )
+    with pytest.raises(ValueError, match="x must be a CUDA tensor .* got device meta"):
+        linear_forward(x.to("meta"), weight.to("meta"), bias.to("meta"))
 
 
 # --- compilation for real GPUs -------------------------------------------------
-
-_TESTS = Path(__file__).resolve().parent
-
-# Runs in the child: compiles each job read as JSON from stdin, one after the
-# other, and prints the results as JSON.
-_COMPILE_CHILD = r"""
-import dataclasses, importlib, json, sys
-from compile_check import compile_kernel
-
-def compile_job(job):
-    kernel = getattr(importlib.import_module(job.pop("module")), job.pop("kernel"))
-    try:
-        return dataclasses.asdict(compile_kernel(kernel, **job))
-    except Exception as error:
-        return {"error": f"{type(error).__name__}: {error}"}
-
-print(json.dumps([compile_job(job) for job in json.load(sys.stdin)]))
-"""
-
-
-def compile_in_child(jobs: list[dict]) -> list[dict]:
-    """Compile kernels for real GPUs (tests/compile_check.py) in a child process.
-
-    Why a child: under TRITON_INTERPRET=1, which conftest sets on a machine
-    without CUDA, `@triton.jit` returns InterpretedFunctions, and it did so for
-    triton.language's own jit helpers (tl.cdiv, tl.zeros, tl.sigmoid) when
-    triton was first imported; the compiler cannot call those. A process that
-    imports triton without the interpreter gets real JITFunctions throughout.
-
-    Each job is a dict with "module" and "kernel" (where the @triton.jit
-    function is) and the arguments of `compile_check.compile_kernel`:
-    "signature", "constexprs", "arch", "num_warps", "num_stages". Returns, for
-    each job, `compile_check.Resources` as a dict, or {"error": message}.
-    """
-    environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
-    child = subprocess.run(
-        [sys.executable, "-c", _COMPILE_CHILD],
-        input=json.dumps(jobs),
-        capture_output=True,
-        text=True,
-        cwd=_TESTS,
-        env=environment,
-        timeout=600,
-    )
-    if child.returncode != 0:
-        raise RuntimeError(f"the compile child failed:\n{child.stderr[-4000:]}")
-    return json.loads(child.stdout)
-
-
-# (input_precision, pointer dtype): fp32 on the CUDA cores ("ieee", torch's
-# default) and on the tensor cores ("tf32"), and bf16 (whose dots ignore it).
-PRECISIONS = [("ieee", "fp32"), ("tf32", "fp32"), ("ieee", "bf16")]
-ARCHITECTURES = (90, 80)
-
-
-def kernel_compile_job(
-    module: str, kernel, config, precision: str, dtype: str, arch: int, constexprs: dict, unit_strides
-) -> dict:
-    """A compile job for `kernel` under one config, precision and architecture.
-
-    The strides in `unit_strides` are compiled as the constant 1, as Triton
-    specializes them for contiguous tensors, which is what the library runs.
-    No argument is marked 16-byte aligned: that is the case of the odd shapes
-    and the one with the most registers (no vector loads).
-    """
-    constexprs = {**constexprs, **config.kwargs, "INPUT_PRECISION": precision}
-    constexprs.update({name: 1 for name in unit_strides})
-
-    def type_of(name: str) -> str:
-        if name in constexprs:
-            return "constexpr"
-        if name.endswith("_ptr"):
-            return f"*{dtype}"
-        return "fp32" if name == "scale" else "i32"
-
-    return {
-        "module": module,
-        "kernel": kernel.__name__,
-        "signature": {name: type_of(name) for name in kernel.arg_names},
-        "constexprs": constexprs,
-        "arch": arch,
-        "num_warps": config.num_warps,
-        "num_stages": config.num_stages,
-    }
-
-
-def config_id(config) -> str:
-    blocks = "x".join(str(value) for name, value in config.kwargs.items() if name.startswith("BLOCK"))
-    return f"{blocks}-w{config.num_warps}-s{config.num_stages}"
-
-
-def unique_configs(*groups) -> list:
-    """The configs of the autotune lists and the interpreter, each once."""
-    configs = []
-    for config in (config for group in groups for config in group):
-        if all(config is not seen for seen in configs):
-            configs.append(config)
-    return configs
-
-
-def assert_compiled_without_spills(result: dict) -> None:
-    assert "error" not in result, result.get("error")
-    assert result["spill_stores"] == 0 and result["spill_loads"] == 0, f"spills: {result}"
 
 
 def _forward_configs() -> list:
@@ -368,37 +288,39 @@ def _forward_configs() -> list:
 
 
 FORWARD_COMPILE_CASES = [
-    (config, precision, dtype, arch)
+    (config, layout, dtype, precision, arch)
     for config in (_forward_configs() if triton_runnable() else [])
-    for precision, dtype in PRECISIONS
+    for layout in WEIGHT_UNIT_STRIDES
+    for dtype, precision in DOT_PRECISIONS
     for arch in ARCHITECTURES
 ]
 
 
 def forward_case_id(case) -> str:
-    config, precision, dtype, arch = case
-    return f"{config_id(config)}-{precision}-{dtype}-sm{arch}"
+    config, layout, dtype, precision, arch = case
+    return f"{config_id(config)}-{layout}-{precision}-{dtype}-sm{arch}"
 
 
 @pytest.fixture(scope="module")
 def forward_compiled() -> dict:
     from tritonnet.kernels.linear_forward import linear_forward_kernel
 
-    # Bias and sigmoid on: the variant with the most work in its epilogue.
-    constexprs = {"HAS_BIAS": True, "ACTIVATION": "sigmoid"}
-    unit_strides = ("stride_xk", "stride_wn", "stride_yn", "stride_b")
-    jobs = [
-        kernel_compile_job(
-            "tritonnet.kernels.linear_forward", linear_forward_kernel, config, precision, dtype, arch,
-            constexprs, unit_strides,
+    jobs = {}
+    for case in FORWARD_COMPILE_CASES:
+        config, layout, dtype, precision, arch = case
+        jobs[forward_case_id(case)] = compile_job(
+            linear_forward_kernel,
+            arch,
+            dtype=dtype,
+            config=config,
+            # Bias and sigmoid on: the variant with the most work in its epilogue.
+            constexprs={"HAS_BIAS": True, "ACTIVATION": "sigmoid", "INPUT_PRECISION": precision},
+            unit_strides=("stride_xk", WEIGHT_UNIT_STRIDES[layout], "stride_yn", "stride_b"),
         )
-        for config, precision, dtype, arch in FORWARD_COMPILE_CASES
-    ]
-    ids = [forward_case_id(case) for case in FORWARD_COMPILE_CASES]
-    return dict(zip(ids, compile_in_child(jobs)))
+    return compile_in_child(jobs)
 
 
 @requires_triton
 @pytest.mark.parametrize("case", FORWARD_COMPILE_CASES, ids=forward_case_id)
-def test_linear_forward_kernel_compiles_without_spills(forward_compiled, case):
-    assert_compiled_without_spills(forward_compiled[forward_case_id(case)])
+def test_linear_forward_kernel_compiles_without_spills(forward_compiled, case, record_property):
+    assert_compiled_without_spills(forward_compiled[forward_case_id(case)], record_property)

@@ -10,9 +10,15 @@ from tritonnet.backend import interpreter_enabled, ops_for
 
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
+from compile_check import (  # noqa: E402
+    ARCHITECTURES,
+    assert_compiled_without_spills,
+    compile_in_child,
+    compile_job,
+    config_id,
+)
 from conftest import TEST_DEVICE, requires_triton  # noqa: E402
 from shapes import LINEAR_SHAPES  # noqa: E402
-from test_softmax import assert_compiled_without_spills, compile_in_child, kernel_signature  # noqa: E402
 from tritonnet.kernels.sgd import SGD_CONFIGS, SGD_INTERPRETER_CONFIG  # noqa: E402
 
 # fp32: `w - lr * g` is one rounding of the product and one of the difference (or
@@ -119,6 +125,9 @@ def test_sgd_launcher_rejects_bad_arguments():
         sgd_update(weight.double(), bias.double(), grad_weight.double(), grad_bias.double(), 0.1)
     with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -0.1"):
         sgd_update(weight, bias, grad_weight, grad_bias, -0.1)
+    on_meta = [tensor.to("meta") for tensor in (weight, bias, grad_weight, grad_bias)]
+    with pytest.raises(ValueError, match="weight must be a CUDA tensor .* got device meta"):
+        sgd_update(*on_meta, 0.1)
 
 
 # --- compilation for real GPUs -------------------------------------------------
@@ -127,34 +136,24 @@ SGD_COMPILE_CASES = [
     (config, dtype, arch)
     for config in SGD_CONFIGS + [SGD_INTERPRETER_CONFIG]
     for dtype in ("fp32", "bf16")
-    for arch in (90, 80)
+    for arch in ARCHITECTURES
 ]
 
 
 def _case_id(case) -> str:
     config, dtype, arch = case
-    return f"block{config.kwargs['BLOCK']}-w{config.num_warps}-{dtype}-sm{arch}"
+    return f"{config_id(config)}-{dtype}-sm{arch}"
 
 
 @pytest.fixture(scope="module")
 def sgd_compiled() -> dict:
     from tritonnet.kernels.sgd import sgd_update_kernel
 
-    jobs = []
-    for config, dtype, arch in SGD_COMPILE_CASES:
-        pointers = {name: f"*{dtype}" for name in ("w_ptr", "grad_w_ptr", "b_ptr", "grad_b_ptr")}
-        jobs.append(
-            {
-                "module": "tritonnet.kernels.sgd",
-                "kernel": "sgd_update_kernel",
-                "signature": kernel_signature(sgd_update_kernel, pointers, config.kwargs, floats=("lr",)),
-                "constexprs": config.kwargs,
-                "arch": arch,
-                "num_warps": config.num_warps,
-                "num_stages": config.num_stages,
-            }
-        )
-    return dict(zip(map(_case_id, SGD_COMPILE_CASES), compile_in_child(jobs)))
+    jobs = {}
+    for case in SGD_COMPILE_CASES:
+        config, dtype, arch = case
+        jobs[_case_id(case)] = compile_job(sgd_update_kernel, arch, dtype=dtype, config=config, floats=("lr",))
+    return compile_in_child(jobs)
 
 
 @pytest.mark.parametrize("case", SGD_COMPILE_CASES, ids=_case_id)

@@ -14,9 +14,15 @@ from tritonnet.backend import ops_for
 
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
+from compile_check import (  # noqa: E402
+    ARCHITECTURES,
+    assert_compiled_without_spills,
+    compile_in_child,
+    compile_job,
+    config_id,
+)
 from conftest import TEST_DEVICE, requires_triton  # noqa: E402
 from shapes import ROW_SHAPES  # noqa: E402
-from test_softmax import assert_compiled_without_spills, compile_in_child, kernel_signature  # noqa: E402
 from tritonnet.kernels.sigmoid import SIGMOID_CONFIGS, SIGMOID_INTERPRETER_CONFIG  # noqa: E402
 
 # The exercise's hidden layers, then the shapes of the row-wise ops.
@@ -152,53 +158,45 @@ def test_sigmoid_launchers_reject_bad_arguments():
         sigmoid_backward(torch.randn(4, 6, device=TEST_DEVICE), x)
     with pytest.raises(TypeError, match="grad_output torch.float16, output torch.float32"):
         sigmoid_backward(x.half(), x)
+    with pytest.raises(ValueError, match="x must be a CUDA tensor .* got device meta"):
+        sigmoid_forward(x.to("meta"))
+    with pytest.raises(ValueError, match="grad_output must be a CUDA tensor .* got device meta"):
+        sigmoid_backward(x.to("meta"), x.to("meta"))
 
 
 # --- compilation for real GPUs -------------------------------------------------
 
-# Each kernel's pointers, and its strides along rows, compiled as 1 (see kernel_signature).
-KERNEL_OPERANDS = {
-    "sigmoid_forward_kernel": (("x_ptr", "y_ptr"), ("stride_xn", "stride_yn")),
-    "sigmoid_backward_kernel": (("grad_y_ptr", "y_ptr", "grad_x_ptr"), ("stride_gyn", "stride_yn", "stride_gxn")),
+# Each kernel's strides along rows, compiled as 1 (see compile_job).
+UNIT_STRIDES = {
+    "sigmoid_forward_kernel": ("stride_xn", "stride_yn"),
+    "sigmoid_backward_kernel": ("stride_gyn", "stride_yn", "stride_gxn"),
 }
 
 SIGMOID_COMPILE_CASES = [
     (kernel, config, dtype, arch)
-    for kernel in KERNEL_OPERANDS
+    for kernel in UNIT_STRIDES
     for config in SIGMOID_CONFIGS + [SIGMOID_INTERPRETER_CONFIG]
     for dtype in ("fp32", "bf16")
-    for arch in (90, 80)
+    for arch in ARCHITECTURES
 ]
 
 
 def _case_id(case) -> str:
     kernel, config, dtype, arch = case
-    tile = f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']}"
-    return f"{kernel.removesuffix('_kernel')}-{tile}-w{config.num_warps}-{dtype}-sm{arch}"
+    return f"{kernel.removesuffix('_kernel')}-{config_id(config)}-{dtype}-sm{arch}"
 
 
 @pytest.fixture(scope="module")
 def sigmoid_compiled() -> dict:
     from tritonnet.kernels import sigmoid as sigmoid_kernels
 
-    jobs = []
-    for kernel, config, dtype, arch in SIGMOID_COMPILE_CASES:
-        pointer_names, unit_strides = KERNEL_OPERANDS[kernel]
-        pointers = {name: f"*{dtype}" for name in pointer_names}
-        constexprs = {**config.kwargs, **dict.fromkeys(unit_strides, 1)}
-        signature = kernel_signature(getattr(sigmoid_kernels, kernel), pointers, constexprs)
-        jobs.append(
-            {
-                "module": "tritonnet.kernels.sigmoid",
-                "kernel": kernel,
-                "signature": signature,
-                "constexprs": constexprs,
-                "arch": arch,
-                "num_warps": config.num_warps,
-                "num_stages": config.num_stages,
-            }
+    jobs = {}
+    for case in SIGMOID_COMPILE_CASES:
+        kernel, config, dtype, arch = case
+        jobs[_case_id(case)] = compile_job(
+            getattr(sigmoid_kernels, kernel), arch, dtype=dtype, config=config, unit_strides=UNIT_STRIDES[kernel]
         )
-    return dict(zip(map(_case_id, SIGMOID_COMPILE_CASES), compile_in_child(jobs)))
+    return compile_in_child(jobs)
 
 
 @pytest.mark.parametrize("case", SIGMOID_COMPILE_CASES, ids=_case_id)

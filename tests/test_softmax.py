@@ -1,17 +1,10 @@
 """softmax against float64 torch.softmax on every backend, and the kernel's compilation.
 
 Also the exercise-level `tritonnet.Softmax`, with its loss gradient, against
-float64 autograd. Compiling kernels in a child process is shared with the other
-kernel tests (`compile_in_child`).
+float64 autograd.
 """
 
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +16,7 @@ from tritonnet.backend import ops_for
 
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
+from compile_check import ARCHITECTURES, assert_compiled_without_spills, compile_in_child, compile_job  # noqa: E402
 from conftest import TEST_DEVICE, requires_triton  # noqa: E402
 from shapes import ROW_SHAPES  # noqa: E402
 from tritonnet.kernels.softmax import INTERPRETER_MAX_BLOCK_COLS, MAX_BLOCK_COLS, softmax_blocks  # noqa: E402
@@ -152,87 +146,11 @@ def test_softmax_launcher_rejects_bad_arguments():
         softmax(x, out=torch.empty(4, 6, device=TEST_DEVICE))
     with pytest.raises(TypeError, match="x torch.float32, out torch.float16"):
         softmax(x, out=torch.empty(4, 5, device=TEST_DEVICE, dtype=torch.float16))
+    with pytest.raises(ValueError, match="x must be a CUDA tensor .* got device meta"):
+        softmax(x.to("meta"))
 
 
 # --- compilation for real GPUs -------------------------------------------------
-
-_TESTS = Path(__file__).resolve().parent
-
-# Runs in the child: compiles its share of the jobs (read as JSON from stdin) in
-# a pool of forked workers, which inherit the imports, and prints the results.
-_COMPILE_CHILD = r"""
-import dataclasses, importlib, json, multiprocessing, os, sys
-from compile_check import compile_kernel
-
-def compile_job(job):
-    kernel = getattr(importlib.import_module(job.pop("module")), job.pop("kernel"))
-    try:
-        return dataclasses.asdict(compile_kernel(kernel, **job))
-    except Exception as error:
-        return {"error": f"{type(error).__name__}: {error}"}
-
-jobs = json.load(sys.stdin)
-with multiprocessing.get_context("fork").Pool(min(len(jobs), os.cpu_count() or 1)) as pool:
-    print(json.dumps(pool.map(compile_job, jobs, chunksize=1)))
-"""
-
-
-def compile_in_child(jobs: list[dict]) -> list[dict]:
-    """Compile kernels for real GPUs (tests/compile_check.py) in a child Python process.
-
-    Why a child: under TRITON_INTERPRET=1, which conftest sets here, `@triton.jit`
-    returns an InterpretedFunction, and it did so for triton.language's own jit
-    helpers (tl.max, tl.sum, tl.cdiv, tl.sigmoid) when triton was first imported.
-    A kernel module re-imported with `triton.knobs.runtime.interpret` switched off
-    gets real JITFunctions, but the compiler still meets those interpreted helpers
-    and fails; only a process that imports triton without the interpreter compiles.
-
-    Each job is a dict with the keys "module" and "kernel" (where to find the
-    @triton.jit function) and the arguments of `compile_check.compile_kernel`:
-    "signature", "constexprs", "arch", "num_warps", "num_stages". Returns, for
-    each job, `compile_check.Resources` as a dict, or {"error": message}.
-    """
-    environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
-    child = subprocess.run(
-        [sys.executable, "-c", _COMPILE_CHILD],
-        input=json.dumps(jobs),
-        capture_output=True,
-        text=True,
-        cwd=_TESTS,
-        env=environment,
-        timeout=600,
-    )
-    if child.returncode != 0:
-        raise RuntimeError(f"the compile child failed:\n{child.stderr[-4000:]}")
-    return json.loads(child.stdout)
-
-
-def kernel_signature(kernel, pointers: dict[str, str], constexprs: dict, floats: tuple[str, ...] = ()) -> dict:
-    """Triton types for every argument of `kernel`: `pointers` as given ("*fp32", ...),
-    "constexpr" for the names in `constexprs`, "fp32" for `floats`, and "i32" for
-    the rest (sizes and strides).
-
-    The callers put the strides of the contiguous dimensions into `constexprs` as
-    1: Triton specializes a stride of 1 into the code it launches on contiguous
-    tensors, which is what the library runs. No pointer is marked 16-byte
-    aligned, as at odd shapes.
-    """
-
-    def type_of(name: str) -> str:
-        if name in pointers:
-            return pointers[name]
-        if name in constexprs:
-            return "constexpr"
-        return "fp32" if name in floats else "i32"
-
-    return {name: type_of(name) for name in kernel.arg_names}
-
-
-def assert_compiled_without_spills(result: dict, record_property) -> None:
-    assert "error" not in result, result.get("error")
-    record_property("registers", result["registers"])
-    record_property("spill_bytes", result["spill_stores"] + result["spill_loads"])
-    assert result["spill_stores"] == 0 and result["spill_loads"] == 0, f"spills: {result}"
 
 
 def _softmax_block_configs() -> list[dict]:
@@ -252,7 +170,7 @@ SOFTMAX_COMPILE_CASES = [
     (blocks, dtype, arch)
     for blocks in _softmax_block_configs()
     for dtype in ("fp32", "bf16")
-    for arch in (90, 80)
+    for arch in ARCHITECTURES
 ]
 
 
@@ -266,24 +184,18 @@ def _softmax_case_id(case) -> str:
 def softmax_compiled() -> dict:
     from tritonnet.kernels.softmax import softmax_kernel
 
-    jobs = []
-    for blocks, dtype, arch in SOFTMAX_COMPILE_CASES:
-        constexprs = {name: value for name, value in blocks.items() if name != "num_warps"}
-        constexprs.update(stride_xn=1, stride_yn=1)
-        pointers = {"x_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
-        jobs.append(
-            {
-                "module": "tritonnet.kernels.softmax",
-                "kernel": "softmax_kernel",
-                "signature": kernel_signature(softmax_kernel, pointers, constexprs),
-                "constexprs": constexprs,
-                "arch": arch,
-                "num_warps": blocks["num_warps"],
-                "num_stages": 3,  # triton's default, which the launcher keeps
-            }
+    jobs = {}
+    for case in SOFTMAX_COMPILE_CASES:
+        blocks, dtype, arch = case
+        jobs[_softmax_case_id(case)] = compile_job(
+            softmax_kernel,
+            arch,
+            dtype=dtype,
+            constexprs={name: value for name, value in blocks.items() if name != "num_warps"},
+            unit_strides=("stride_xn", "stride_yn"),
+            num_warps=blocks["num_warps"],
         )
-    ids = [_softmax_case_id(case) for case in SOFTMAX_COMPILE_CASES]
-    return dict(zip(ids, compile_in_child(jobs)))
+    return compile_in_child(jobs)
 
 
 @pytest.mark.parametrize("case", SOFTMAX_COMPILE_CASES, ids=_softmax_case_id)
