@@ -106,9 +106,9 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, monkeypatch):
     real_step = MLP.train_step
     calls = []
 
-    def step_that_fails_at_the_fifteenth_call(self, x, labels):
+    def step_that_fails_at_the_fifteenth_call(self, x, labels, **options):
         calls.append(1)
-        loss = real_step(self, x, labels)
+        loss = real_step(self, x, labels, **options)
         return loss * float("nan") if len(calls) == 15 else loss
 
     monkeypatch.setattr(MLP, "train_step", step_that_fails_at_the_fifteenth_call)

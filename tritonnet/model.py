@@ -160,11 +160,14 @@ class MLP:
                 linear.grad_weight = torch.empty_like(linear.weight)
                 linear.grad_bias = torch.empty_like(linear.bias)
 
-    def train_step(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor, *, keep_gradients: bool = True) -> torch.Tensor:
         """One SGD step on a batch; returns its mean loss as a 0-dim tensor.
 
         `labels` are class indices `[batch]`. The loss stays on the device: reading
         it (`.item()`) waits for the GPU, so callers read it only when they need it.
+        With `keep_gradients=False` (the trainer's choice) each layer's backward and
+        SGD step run as one operation (`linear_backward_sgd`), which never writes
+        the gradients out; the layers' `grad_weight` and `grad_bias` are then None.
         """
         x = self._check_input(x)
         rows = x.shape[0]
@@ -176,7 +179,8 @@ class MLP:
         checks.check_same_device(x=x, labels=labels)
         ops = ops_for(x)
         workspace = self._workspace(rows)
-        self._ensure_grad_buffers()
+        if keep_gradients:
+            self._ensure_grad_buffers()
 
         hidden = x
         for linear, sigmoid, out in zip(self.linears, self.sigmoids, workspace.activations):
@@ -198,22 +202,29 @@ class MLP:
         activation, output = "none", None
         for index in reversed(range(len(self.linears))):
             linear = self.linears[index]
-            grad, _, _ = ops.linear_backward(
-                grad,
-                linear.input,
-                linear.weight,
-                output,
-                activation,
-                self._scale(linear, rows),
-                need_grad_input=index > 0,
-                out_grad_input=workspace.grad_inputs[index - 1] if index > 0 else None,
-                out_grad_weight=linear.grad_weight,
-                out_grad_bias=linear.grad_bias,
-            )
+            scale = self._scale(linear, rows)
+            grad_input = workspace.grad_inputs[index - 1] if index > 0 else None
+            if keep_gradients:
+                grad, _, _ = ops.linear_backward(
+                    grad, linear.input, linear.weight, output, activation, scale,
+                    need_grad_input=index > 0,
+                    out_grad_input=grad_input,
+                    out_grad_weight=linear.grad_weight,
+                    out_grad_bias=linear.grad_bias,
+                )
+            else:
+                # The step changes this layer's weight, which no later step of this
+                # backward reads: grad_input is computed before the update.
+                grad = ops.linear_backward_sgd(
+                    grad, linear.input, linear.weight, linear.bias, output, activation, scale,
+                    self.lr, need_grad_input=index > 0, out_grad_input=grad_input,
+                )
+                linear.grad_weight = linear.grad_bias = None
             if index > 0:
                 activation, output = "sigmoid", self.sigmoids[index - 1].output
-        for linear in self.linears:
-            ops.sgd_update(linear.weight, linear.bias, linear.grad_weight, linear.grad_bias, self.lr)
+        if keep_gradients:
+            for linear in self.linears:
+                ops.sgd_update(linear.weight, linear.bias, linear.grad_weight, linear.grad_bias, self.lr)
         return loss
 
     @torch.no_grad()

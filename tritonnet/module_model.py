@@ -90,8 +90,12 @@ class ModuleModel:
         checks.check_same_device(x=x, labels=labels)
         return x, labels
 
-    def train_step(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One SGD step on a batch; returns its mean loss as a 0-dim tensor."""
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor, *, keep_gradients: bool = True) -> torch.Tensor:
+        """One SGD step on a batch; returns its mean loss as a 0-dim tensor.
+
+        `keep_gradients` is the trainer's protocol: torch.optim keeps each
+        parameter's `.grad` either way, so it changes nothing here.
+        """
         x, labels = self._check_batch(x, labels)
         self.optimizer.zero_grad()
         loss = self.module.loss(x, labels)

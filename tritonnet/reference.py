@@ -59,6 +59,17 @@ def linear_forward(
     return out
 
 
+def _pre_activation_gradient(
+    grad_output: torch.Tensor, output: torch.Tensor | None, activation: str
+) -> torch.Tensor:
+    """dz: `grad_output * output * (1 - output)` for the sigmoid, else grad_output."""
+    if activation == "sigmoid":
+        # From the saved output, in one pass (ATen's own sigmoid derivative; two
+        # element-wise ops would read and write the tile twice).
+        return torch.ops.aten.sigmoid_backward(grad_output, output)
+    return grad_output
+
+
 def linear_backward(
     grad_output: torch.Tensor,
     x: torch.Tensor,
@@ -99,13 +110,7 @@ def linear_backward(
             for g, out, dtype in zip(grads, outs, dtypes)
         )
 
-    if activation == "sigmoid":
-        # dz = g * y * (1 - y), as g - g*y, then times y: one temporary.
-        dz = torch.addcmul(grad_output, grad_output, output, value=-1.0)
-        dz.mul_(output)
-    else:
-        dz = grad_output
-
+    dz = _pre_activation_gradient(grad_output, output, activation)
     if out_grad_weight is None:
         out_grad_weight = torch.empty_like(weight)
     # beta=0 makes addmm ignore the old contents of the buffer, NaN included.
@@ -127,6 +132,47 @@ def linear_backward(
         torch.mm(dz, weight.t(), out=out_grad_input)
         grad_input = out_grad_input
     return grad_input, out_grad_weight, grad_bias
+
+
+def linear_backward_sgd(
+    grad_output: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    output: torch.Tensor | None,
+    activation: str,
+    scale: float,
+    lr: float,
+    *,
+    need_grad_input: bool = True,
+    out_grad_input: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """`linear_backward` fused with the SGD step, for training loops that need no
+    gradients kept: `weight -= lr * grad_weight` and `bias -= lr * grad_bias` in
+    place, the gradients never written out. Returns `grad_input` (or None), computed
+    from the weight before the step.
+
+    On a CPU this saves a pass over each weight matrix per step: the update is the
+    weight-gradient GEMM itself, accumulating into the weight (`addmm_`).
+    """
+    if grad_output.dtype in _LOW_PRECISION:
+        grad_input, grad_weight, grad_bias = linear_backward(
+            grad_output, x, weight, output, activation, scale,
+            need_grad_input=need_grad_input, need_grad_bias=bias is not None,
+            out_grad_input=out_grad_input,
+        )
+        sgd_update(weight, bias, grad_weight, grad_bias, lr)
+        return grad_input
+    dz = _pre_activation_gradient(grad_output, output, activation)
+    grad_input = None
+    if need_grad_input:
+        if out_grad_input is None:
+            out_grad_input = _empty(dz.shape[0], weight.shape[0], x)
+        grad_input = torch.mm(dz, weight.t(), out=out_grad_input)
+    weight.addmm_(x.t(), dz, alpha=-lr * scale)
+    if bias is not None:
+        bias.add_(dz.sum(dim=0), alpha=-lr * scale)
+    return grad_input
 
 
 def sigmoid_forward(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

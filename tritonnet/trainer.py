@@ -240,7 +240,7 @@ def train(
                 count = index.shape[0]
                 images = torch.index_select(train_images, 0, index, out=batch_images[:count])
                 labels = torch.index_select(train_labels, 0, index, out=batch_labels[:count])
-                step_losses[step] = model.train_step(images, labels)
+                step_losses[step] = model.train_step(images, labels, keep_gradients=False)
                 step += 1
                 bar.update(1)
                 if stop.requested or step % PROGRESS_EVERY == 0 or step == steps_per_epoch:

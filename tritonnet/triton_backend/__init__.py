@@ -10,7 +10,7 @@ works on a CPU, with `TRITON_INTERPRET=1` set before the import.
 """
 
 from tritonnet.triton_backend.cross_entropy import cross_entropy
-from tritonnet.triton_backend.linear import linear_backward, linear_forward
+from tritonnet.triton_backend.linear import linear_backward, linear_backward_sgd, linear_forward
 from tritonnet.triton_backend.linear_cross_entropy import linear_cross_entropy
 from tritonnet.triton_backend.sgd import sgd_update
 from tritonnet.triton_backend.sigmoid import sigmoid_backward, sigmoid_forward

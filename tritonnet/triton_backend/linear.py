@@ -18,6 +18,7 @@ from tritonnet.kernels import linear_backward as backward_kernels
 from tritonnet.kernels import linear_forward as forward_kernels
 from tritonnet.reference import ACTIVATIONS
 from tritonnet.triton_backend.common import check_operands, check_scale, dot_precision, interpreting
+from tritonnet.triton_backend.sgd import sgd_update
 
 
 def _check_vector(name: str, value: object, length: int) -> torch.Tensor:
@@ -229,3 +230,38 @@ def linear_backward(
             INPUT_PRECISION=precision,
         )
     return grad_input, grad_weight, grad_bias
+
+
+def linear_backward_sgd(
+    grad_output: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    output: torch.Tensor | None,
+    activation: str,
+    scale: float,
+    lr: float,
+    *,
+    need_grad_input: bool = True,
+    out_grad_input: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """`linear_backward` followed by the SGD step, as `tritonnet.reference.linear_backward_sgd`.
+
+    Here the step is still its own launch (`sgd_update`) after the gradient kernels.
+    Folding it into the weight-gradient kernel's epilogue would save that launch
+    and a pass over the gradients, but the autotuner would then have to restore
+    the weight between its timing runs: that change waits for a GPU to measure it on.
+    """
+    grad_input, grad_weight, grad_bias = linear_backward(
+        grad_output,
+        x,
+        weight,
+        output,
+        activation,
+        scale,
+        need_grad_input=need_grad_input,
+        need_grad_bias=bias is not None,
+        out_grad_input=out_grad_input,
+    )
+    sgd_update(weight, bias, grad_weight, grad_bias, lr)
+    return grad_input
