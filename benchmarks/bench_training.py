@@ -4,9 +4,9 @@ One epoch of the 784-512-128-10 sigmoid MLP on Fashion-MNIST, at batch 64 and
 1024, lr 0.1, gradients of the mean loss (grad_scale "batch"), shuffled every
 epoch. Every provider starts from the same seed and reads the same data,
 preloaded on the device:
-- "tritonnet": the exercise API, `tritonnet.MLP(...).train_step(x, labels)` per
-  batch, on the Triton kernels; on a CPU it runs the reference path and is named
-  "tritonnet-reference";
+- "tritonnet": the exercise API, `tritonnet.MLP(...).train_step(x, labels,
+  keep_gradients=False)` per batch, as the trainer runs it, on the Triton
+  kernels; on a CPU it runs the reference path and is named "tritonnet-reference";
 - "tritonnet-module": `tritonnet.module_model.ModuleModel` (the nn.Module twin,
   autograd and torch.optim.SGD), "tritonnet-module-reference" on a CPU;
 - "torch-eager": idiomatic PyTorch, nn.Sequential + F.cross_entropy + autograd +
@@ -139,7 +139,8 @@ class ExerciseApiTrainer:
             for x, labels in shuffled_batches(
                 self.data, self.batch_size, self.generator, self.limit
             ):
-                self.model.train_step(x, labels)
+                # As the trainer runs it: each layer's backward fused with its step.
+                self.model.train_step(x, labels, keep_gradients=False)
 
     def test_accuracy(self) -> float:
         with use_backend(self.backend):

@@ -47,7 +47,8 @@ def linear_forward(
         result = linear_forward(
             x.float(), weight.float(), None if bias is None else bias.float(), activation
         )
-        return _store(result.to(x.dtype), out)
+        # Rounded once, to `out`'s dtype (fp32 logits may be asked for) or x's.
+        return _store(result, out, x.dtype)
     if out is None:
         out = _empty(x.shape[0], weight.shape[1], x)
     if bias is None:
