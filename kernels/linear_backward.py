@@ -35,6 +35,8 @@ there), and `scale` is applied once in the epilogue.
 import triton
 import triton.language as tl
 
+from tritonnet.kernels.tiling import grouped_tile
+
 # Kernel 1 is a forward-shaped GEMM (output dx [M, K], reduction over N). Its
 # configs name the tile of dx, BLOCK_M x BLOCK_K, and the reduction step BLOCK_N:
 # a wide tile for the 784- and 512-wide dx of big batches, BLOCK_N = 16 for the
@@ -118,14 +120,7 @@ def linear_backward_input_kernel(
     """
     # int64 ids keep the offsets below exact past 2**31 elements.
     pid = tl.program_id(axis=0).to(tl.int64)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_k = tl.cdiv(K, BLOCK_K)
-    num_pid_in_group = GROUP_M * num_pid_k
-    group_id = pid // num_pid_in_group
-    first_pid_m = group_id * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m
-    pid_k = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_k = grouped_tile(pid, M, K, BLOCK_M, BLOCK_K, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)

@@ -32,6 +32,8 @@ sum before it is rounded to the output's dtype.
 import triton
 import triton.language as tl
 
+from tritonnet.kernels.tiling import grouped_tile
+
 # The exercise's shapes: M (batch) from 64 to 16384, K in {784, 512, 128},
 # N in {512, 128, 10}. Big tiles keep the tensor cores fed for the big layers at
 # big batches; the thin BLOCK_N = 16 tile is for the 10-class output layer, where
@@ -96,18 +98,10 @@ def linear_forward_kernel(
         INPUT_PRECISION: `tl.dot`'s input_precision for fp32 operands ("ieee", "tf32").
         BLOCK_M, BLOCK_N, BLOCK_K: tile sizes; GROUP_M: tile rows per group.
     """
-    # Grouped order: consecutive program ids fill a column of GROUP_M tiles
-    # before moving to the next column of tiles, so they share tiles of x and w.
-    # int64 ids keep the offsets below exact past 2**31 elements.
+    # Grouped order for L2 reuse (see tiling.grouped_tile); int64 ids keep the
+    # offsets below exact past 2**31 elements.
     pid = tl.program_id(axis=0).to(tl.int64)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    group_id = pid // num_pid_in_group
-    first_pid_m = group_id * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
