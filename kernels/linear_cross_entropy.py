@@ -35,6 +35,8 @@ extra launch reads M floats.
 import triton
 import triton.language as tl
 
+from tritonnet.kernels.tiling import linear_tile
+
 # Widest logits row the fused kernel holds in registers. Derived from the compile
 # tests (tests/test_linear_cross_entropy.py): at BLOCK_N = 64 every config below
 # compiles without spills for sm_80 and sm_90, fp32 (ieee, tf32) and bf16; at 128
@@ -105,24 +107,13 @@ def linear_cross_entropy_kernel(
     pid = tl.program_id(axis=0).to(tl.int64)
     offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
-    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
-
-    accumulator = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        # Masked-off entries load as 0 and add nothing to the dot.
-        mask_k = offs_k < K - k * BLOCK_K
-        x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        w = tl.load(w_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        accumulator = tl.dot(x, w, accumulator, input_precision=INPUT_PRECISION)
-        x_ptrs += BLOCK_K * stride_xk
-        w_ptrs += BLOCK_K * stride_wk
-    if HAS_BIAS:
-        b = tl.load(b_ptr + offs_n * stride_b, mask=mask_n, other=0.0)
-        accumulator += b.to(tl.float32)[None, :]
+    accumulator = linear_tile(
+        x_ptr, w_ptr, b_ptr, offs_m, offs_n, M, N, K,
+        stride_xm, stride_xk, stride_wk, stride_wn, stride_b,
+        HAS_BIAS, INPUT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+    )
 
     # Columns past N are -inf: they never win the maximum and add exp(-inf) = 0.
     logits = tl.where(mask_n[None, :], accumulator, float("-inf"))

@@ -32,7 +32,7 @@ sum before it is rounded to the output's dtype.
 import triton
 import triton.language as tl
 
-from tritonnet.kernels.tiling import grouped_tile
+from tritonnet.kernels.tiling import grouped_tile, linear_tile
 
 # The exercise's shapes: M (batch) from 64 to 16384, K in {784, 512, 128},
 # N in {512, 128, 10}. Big tiles keep the tensor cores fed for the big layers at
@@ -105,30 +105,17 @@ def linear_forward_kernel(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
-    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
-    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
-
-    accumulator = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        # Masked-off entries load as 0 and add nothing to the dot.
-        mask_k = offs_k < K - k * BLOCK_K
-        x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        w = tl.load(w_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        accumulator = tl.dot(x, w, accumulator, input_precision=INPUT_PRECISION)
-        x_ptrs += BLOCK_K * stride_xk
-        w_ptrs += BLOCK_K * stride_wk
-
-    if HAS_BIAS:
-        b = tl.load(b_ptr + offs_n * stride_b, mask=mask_n, other=0.0)
-        accumulator += b.to(tl.float32)[None, :]
+    accumulator = linear_tile(
+        x_ptr, w_ptr, b_ptr, offs_m, offs_n, M, N, K,
+        stride_xm, stride_xk, stride_wk, stride_wn, stride_b,
+        HAS_BIAS, INPUT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+    )
     if ACTIVATION == "sigmoid":
         accumulator = tl.sigmoid(accumulator)
 
     y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
-    tl.store(y_ptrs, accumulator.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    y_mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    tl.store(y_ptrs, accumulator.to(y_ptr.dtype.element_ty), mask=y_mask)
 
 
 linear_forward_autotuned = triton.autotune(configs=LINEAR_FORWARD_CONFIGS, key=["M", "N", "K"])(

@@ -1,7 +1,9 @@
-"""How the GEMM kernels map program ids onto output tiles: the grouped order.
+"""Building blocks shared by the GEMM kernels (inlined where they are called).
 
-Shared by the linear forward and the input-gradient kernel, which both walk the
-tiles of an `[M, N]` output with a 1-D grid.
+- `grouped_tile`: how program ids map onto output tiles, in grouped order; used by
+  the linear forward and the input-gradient kernel.
+- `linear_tile`: one tile of `x @ w + b` in an fp32 accumulator; used by the linear
+  forward and the fused output layer, which differ only in their epilogues.
 """
 
 import triton
@@ -31,3 +33,54 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
     pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m
     pid_n = (pid % num_pid_in_group) // group_size_m
     return pid_m, pid_n
+
+
+@triton.jit
+def linear_tile(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    offs_m,
+    offs_n,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_xk,
+    stride_wk,
+    stride_wn,
+    stride_b,
+    HAS_BIAS: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """The `[BLOCK_M, BLOCK_N]` tile `x @ w + b` at rows `offs_m` and columns
+    `offs_n`, as an fp32 accumulator still in registers.
+
+    It walks along K in steps of BLOCK_K: a `[BLOCK_M, BLOCK_K]` tile of x and a
+    `[BLOCK_K, BLOCK_N]` tile of w per step, their `tl.dot` added into the
+    accumulator. Entries past M, N or K load as 0 and add nothing. The callers
+    (the linear forward and the fused output layer) apply their epilogue to the
+    result before anything is stored.
+    """
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
+
+    accumulator = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        mask_k = offs_k < K - k * BLOCK_K
+        x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        accumulator = tl.dot(x, w, accumulator, input_precision=INPUT_PRECISION)
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+
+    if HAS_BIAS:
+        b = tl.load(b_ptr + offs_n * stride_b, mask=mask_n, other=0.0)
+        accumulator += b.to(tl.float32)[None, :]
+    return accumulator
