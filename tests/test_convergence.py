@@ -10,7 +10,6 @@ compound from step to step and show here.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 import tritonnet

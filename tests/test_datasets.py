@@ -21,7 +21,6 @@ import pytest
 import torch
 
 from test_idx import encode_idx
-from tritonnet import datasets
 from tritonnet.datasets import DATASETS, DatasetNotFoundError, load_dataset
 from tritonnet.idx import IDXError
 
@@ -347,7 +346,7 @@ def test_not_found_lists_every_place(tmp_path, registry, monkeypatch):
 def test_wrong_count_is_rejected(tmp_path, registry):
     arrays = make_files(seed=2, train_size=TRAIN_SIZE + 1)
     folder = write_files(tmp_path / "given", arrays, DATASETS["mnist"])
-    with pytest.raises(ValueError, match=rf"train-images-idx3-ubyte: expected uint8 images of shape \(6, 28, 28\)"):
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: expected uint8 images of shape \(6, 28, 28\)"):
         load_dataset("mnist", data_dir=folder)
 
 

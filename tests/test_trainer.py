@@ -8,7 +8,6 @@ fast enough to train for real here.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

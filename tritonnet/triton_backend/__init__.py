@@ -15,3 +15,15 @@ from tritonnet.triton_backend.linear_cross_entropy import linear_cross_entropy
 from tritonnet.triton_backend.sgd import sgd_update
 from tritonnet.triton_backend.sigmoid import sigmoid_backward, sigmoid_forward
 from tritonnet.triton_backend.softmax import softmax
+
+__all__ = [
+    "cross_entropy",
+    "linear_backward",
+    "linear_backward_sgd",
+    "linear_cross_entropy",
+    "linear_forward",
+    "sgd_update",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "softmax",
+]
