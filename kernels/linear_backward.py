@@ -21,7 +21,7 @@ Every operand has its own strides (in elements), so w may be a transposed view
 and no operand has to be contiguous.
 
 What is fused, and why. dz is never written to memory. Both kernels compute it in
-the load prologue of their reduction loop: they load the dy and y tiles they
+the load prologue of their reduction loop (`load_dz`): they load the dy and y tiles they
 need, form dz in fp32 in registers, and feed it straight to `tl.dot`. The
 unfused alternative, an element-wise kernel writing dz and two GEMMs reading it,
 moves `M x N` values out and twice back in and costs one more launch; the
@@ -78,6 +78,21 @@ LINEAR_BACKWARD_WEIGHT_INTERPRETER_CONFIG = MID_WEIGHT_TILES
 
 
 @triton.jit
+def load_dz(dy_ptrs, y_ptrs, mask, ACTIVATION: tl.constexpr):
+    """The load prologue both gradient GEMMs share: a tile of dz in fp32.
+
+    dz = dy * y * (1 - y) for the sigmoid, from the saved output y; dz = dy without
+    activation (y_ptrs is then not read). Masked-off entries are 0, since dy loads
+    as 0 there, so they add nothing to the dot products or the bias sum.
+    """
+    dz = tl.load(dy_ptrs, mask=mask, other=0.0).to(tl.float32)
+    if ACTIVATION == "sigmoid":
+        y = tl.load(y_ptrs, mask=mask, other=0.0).to(tl.float32)
+        dz = dz * y * (1.0 - y)
+    return dz
+
+
+@triton.jit
 def linear_backward_input_kernel(
     dy_ptr,
     y_ptr,
@@ -128,6 +143,7 @@ def linear_backward_input_kernel(
     mask_m = offs_m < M
     mask_k = offs_k < K
     dy_ptrs = dy_ptr + offs_m[:, None] * stride_dym + offs_n[None, :] * stride_dyn
+    y_ptrs = dy_ptrs  # not read without activation
     if ACTIVATION == "sigmoid":
         y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
     w_t_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
@@ -136,11 +152,8 @@ def linear_backward_input_kernel(
     for n in range(0, tl.cdiv(N, BLOCK_N)):
         mask_n = offs_n < N - n * BLOCK_N
         mask_dz = mask_m[:, None] & mask_n[None, :]
-        # Load prologue: dz in fp32; masked-off entries are 0 (dy loads as 0).
-        dz = tl.load(dy_ptrs, mask=mask_dz, other=0.0).to(tl.float32)
+        dz = load_dz(dy_ptrs, y_ptrs, mask_dz, ACTIVATION)
         if ACTIVATION == "sigmoid":
-            y = tl.load(y_ptrs, mask=mask_dz, other=0.0).to(tl.float32)
-            dz = dz * y * (1.0 - y)
             y_ptrs += BLOCK_N * stride_yn
         w_t = tl.load(w_t_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0.0)
         accumulator = tl.dot(dz.to(w_t.dtype), w_t, accumulator, input_precision=INPUT_PRECISION)
@@ -214,6 +227,7 @@ def linear_backward_weight_kernel(
     mask_n = offs_n < N
     x_t_ptrs = x_ptr + offs_k[:, None] * stride_xk + offs_m[None, :] * stride_xm
     dy_ptrs = dy_ptr + offs_m[:, None] * stride_dym + offs_n[None, :] * stride_dyn
+    y_ptrs = dy_ptrs  # not read without activation
     if ACTIVATION == "sigmoid":
         y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
     is_bias_program = pid_k == 0
@@ -223,11 +237,8 @@ def linear_backward_weight_kernel(
     for m in range(0, tl.cdiv(M, BLOCK_M)):
         mask_m = offs_m < M - m * BLOCK_M
         mask_dz = mask_m[:, None] & mask_n[None, :]
-        # Load prologue: dz in fp32; masked-off entries are 0 (dy loads as 0).
-        dz = tl.load(dy_ptrs, mask=mask_dz, other=0.0).to(tl.float32)
+        dz = load_dz(dy_ptrs, y_ptrs, mask_dz, ACTIVATION)
         if ACTIVATION == "sigmoid":
-            y = tl.load(y_ptrs, mask=mask_dz, other=0.0).to(tl.float32)
-            dz = dz * y * (1.0 - y)
             y_ptrs += BLOCK_M * stride_ym
         if HAS_BIAS:
             if is_bias_program:
