@@ -171,6 +171,10 @@ def _package_version(name: str) -> str:
 
 
 def _commit() -> str:
+    """The checkout's commit; TRITONNET_COMMIT where the code runs from a copy with no
+    .git (the GPU check's staging folder)."""
+    if os.environ.get("TRITONNET_COMMIT"):
+        return os.environ["TRITONNET_COMMIT"]
     try:
         result = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -196,13 +200,16 @@ class Environment:
 
     @classmethod
     def detect(cls, device: torch.device) -> "Environment":
+        """The run's environment. TRITONNET_RUN_TIMESTAMP names the run when several
+        scripts make up one (the GPU check): `latest_runs` then keeps all their rows."""
         now = datetime.datetime.now(datetime.timezone.utc)
+        timestamp = os.environ.get("TRITONNET_RUN_TIMESTAMP") or now.isoformat(timespec="seconds")
         return cls(
             device=device_name(device),
             torch=torch.__version__,
             triton=_package_version("triton"),
             commit=_commit(),
-            timestamp=now.isoformat(timespec="seconds"),
+            timestamp=timestamp,
         )
 
 

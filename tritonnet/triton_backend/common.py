@@ -10,6 +10,7 @@ launch, so a later `torch.set_float32_matmul_precision` takes effect.
 from __future__ import annotations
 
 import math
+import os
 from numbers import Real
 
 import torch
@@ -33,12 +34,20 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def interpreting() -> bool:
-    """True when kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1).
-
-    Launchers then use one fixed small config: the interpreter is slow, and its
-    autotuner would time every config.
-    """
+    """True when kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1)."""
     return interpreter_enabled()
+
+
+def fixed_configs() -> bool:
+    """True when launchers run each kernel's one fixed config instead of autotuning.
+
+    Always in the interpreter: it is slow, and its autotuner would time every config.
+    On a GPU when TRITONNET_AUTOTUNE=0: autotuning times every config once per new
+    shape (about 0.1 s each), which a test trying hundreds of random shapes cannot
+    afford, and a fixed config gives the same kernel on every run. Read at each
+    launch, so a test can set it.
+    """
+    return interpreter_enabled() or os.environ.get("TRITONNET_AUTOTUNE", "1") == "0"
 
 
 def check_kernel_dtype(name: str, tensor: torch.Tensor) -> None:

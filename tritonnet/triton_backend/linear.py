@@ -17,7 +17,7 @@ from tritonnet import checks
 from tritonnet.kernels import linear_backward as backward_kernels
 from tritonnet.kernels import linear_forward as forward_kernels
 from tritonnet.reference import ACTIVATIONS
-from tritonnet.triton_backend.common import check_operands, check_scale, dot_precision, interpreting
+from tritonnet.triton_backend.common import check_operands, check_scale, dot_precision, fixed_configs
 from tritonnet.triton_backend.sgd import sgd_update
 
 
@@ -29,11 +29,11 @@ def _check_vector(name: str, value: object, length: int) -> torch.Tensor:
 
 
 def _launch(
-    autotuned: triton.runtime.Autotuner, interpreter_config: triton.Config, grid, *args, **constexprs
+    autotuned: triton.runtime.Autotuner, fixed_config: triton.Config, grid, *args, **constexprs
 ) -> None:
-    """Run the autotuned kernel, or in the interpreter the kernel with one fixed config."""
-    if interpreting():
-        autotuned.fn[grid](*args, **constexprs, **interpreter_config.all_kwargs())
+    """Run the autotuned kernel, or the kernel with its one fixed config (`fixed_configs`)."""
+    if fixed_configs():
+        autotuned.fn[grid](*args, **constexprs, **fixed_config.all_kwargs())
     else:
         autotuned[grid](*args, **constexprs)
 

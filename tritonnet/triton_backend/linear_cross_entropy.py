@@ -17,7 +17,7 @@ from tritonnet.triton_backend.common import (
     check_operands,
     check_scale,
     dot_precision,
-    interpreting,
+    fixed_configs,
     output_buffer,
 )
 from tritonnet.triton_backend.cross_entropy import launch_cross_entropy
@@ -53,8 +53,8 @@ def _launch_fused(x, weight, bias, target, probabilities, grad_logits, row_loss,
         # tl.dot needs every block dimension >= 16.
         "BLOCK_N": max(16, triton.next_power_of_2(classes)),
     }
-    if interpreting():
-        config = LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG.kwargs
+    if fixed_configs():
+        config = LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG.all_kwargs()
         grid = (triton.cdiv(rows, config["BLOCK_M"]),)
         linear_cross_entropy_kernel[grid](*args, **constants, **config)
     else:

@@ -7,7 +7,7 @@ import triton
 
 from tritonnet import checks
 from tritonnet.kernels.sgd import SGD_INTERPRETER_CONFIG, sgd_update_autotuned, sgd_update_kernel
-from tritonnet.triton_backend.common import check_operands, interpreting
+from tritonnet.triton_backend.common import check_operands, fixed_configs
 
 
 def _check_pair(name: str, param: torch.Tensor, grad_name: str, grad: object) -> torch.Tensor:
@@ -65,8 +65,8 @@ def sgd_update(
 
     if weight_numel + bias_numel == 0:
         return
-    if interpreting():
-        config = SGD_INTERPRETER_CONFIG.kwargs
+    if fixed_configs():
+        config = SGD_INTERPRETER_CONFIG.all_kwargs()
         sgd_update_kernel[grid(config)](*args, **config)
     else:
         sgd_update_autotuned[grid](*args)

@@ -13,13 +13,13 @@ from tritonnet.kernels.sigmoid import (
     sigmoid_forward_autotuned,
     sigmoid_forward_kernel,
 )
-from tritonnet.triton_backend.common import check_operands, interpreting, output_buffer
+from tritonnet.triton_backend.common import check_operands, fixed_configs, output_buffer
 
 
 def _launch(autotuned, kernel, rows: int, cols: int, *args) -> None:
-    """One launch over `[rows, cols]` tiles: the fixed config when interpreted, autotuned otherwise."""
-    if interpreting():
-        config = SIGMOID_INTERPRETER_CONFIG.kwargs
+    """One launch over `[rows, cols]` tiles: autotuned, or the fixed config (`fixed_configs`)."""
+    if fixed_configs():
+        config = SIGMOID_INTERPRETER_CONFIG.all_kwargs()
         grid = (triton.cdiv(rows, config["BLOCK_M"]), triton.cdiv(cols, config["BLOCK_N"]))
         kernel[grid](*args, **config)
     else:
