@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu_check.sh            # results into benchmarks/results/
 #   RESULTS_DIR=$OUT TRITONNET_DATA=.data TRITONNET_COMMIT=abc1234 bash benchmarks/gpu_check.sh
 #   GPU_CHECK_DRY_RUN=1 PYTHON=$PWD/.venv/bin/python RESULTS_DIR=/tmp/check bash benchmarks/gpu_check.sh
+#   GPU_CHECK_STEPS="bench op_tests" bash benchmarks/gpu_check.sh   # a rerun of some steps
 #
 # It needs python3 with torch (CUDA), triton, numpy, matplotlib, tqdm, pytest and
 # hypothesis, and installs nothing: GPU machines may have no network. tritonnet is
@@ -35,7 +36,9 @@ cp -r "$repo/tritonnet" "$repo/tests" "$repo/benchmarks" "$repo/pyproject.toml" 
 cp -r "$repo/kernels" "$stage/tritonnet/kernels"
 cd "$stage"
 
-export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 MPLBACKEND=Agg
+# PYTHONPATH: the benchmark scripts (run by path) and the compile tests' child
+# processes import tritonnet from the staging folder.
+export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 MPLBACKEND=Agg PYTHONPATH="$stage${PYTHONPATH:+:$PYTHONPATH}"
 device=$("$python" -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'none')") \
     || { echo "gpu_check: $python cannot import torch" >&2; exit 2; }
 # GPU_CHECK_DRY_RUN=1 walks the same steps on a CPU (the GPU cases skip), to check the script itself.
@@ -47,6 +50,10 @@ slug=$(echo "$device" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//')
 log="$results/gpu_check_${slug}.log"
 : >"$log"
 status=0
+
+# The steps to run, by name (default all): gpu_tests train bench op_tests compile.
+steps=" ${GPU_CHECK_STEPS:-gpu_tests train bench op_tests compile} "
+wanted() { [[ $steps == *" $1 "* ]]; }
 
 # step LIMIT_SECONDS COMMAND...: one step, logged with its time and exit status.
 step() {
@@ -66,10 +73,14 @@ echo "gpu_check on $device, commit $TRITONNET_COMMIT, run $TRITONNET_RUN_TIMESTA
 pytest=("$python" -m pytest -q -p no:cacheprovider -m "not slow" -rs --durations=15)
 
 # 1. The compiled, autotuned kernels at the exercise's shapes, ieee/tf32/bf16, and training.
-step 120 "${pytest[@]}" tests/test_gpu.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
+if wanted gpu_tests; then
+    step 120 "${pytest[@]}" tests/test_gpu.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
+fi
 
 # 2. The exercise's 30 epochs through the Triton backend, on the GPU.
-if [ -n "${TRITONNET_DATA:-}" ]; then
+if ! wanted train; then
+    :
+elif [ -n "${TRITONNET_DATA:-}" ]; then
     step 60 "$python" -m tritonnet train --dataset fashion-mnist --backend triton --device cuda \
         --epochs 30 --no-progress --out "$stage/run"
     cp "$stage/run/history.json" "$results/gpu_check_${slug}_train_history.json" 2>/dev/null
@@ -78,27 +89,33 @@ else
 fi
 
 # 3. The quick benchmarks, without torch.compile (its compiles take minutes: step 5).
-fast="tritonnet,torch-eager,torch-mm"
-step 40 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
-step 15 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
-step 20 "$python" benchmarks/bench_output_layer.py --quick --results-dir "$results" --providers "$fast"
-step 45 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
-    --providers tritonnet,tritonnet-module,torch-eager,exercise-style
+if wanted bench; then
+    fast="tritonnet,torch-eager,torch-mm"
+    step 60 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
+    step 25 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
+    step 30 "$python" benchmarks/bench_output_layer.py --quick --results-dir "$results" --providers "$fast"
+    step 60 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
+        --providers tritonnet,tritonnet-module,torch-eager,exercise-style
+fi
 
 # 4. Every operation's tests with their tensors on the GPU (conftest.TEST_DEVICE).
 # One fixed config per kernel: autotuning each of hundreds of random shapes would
 # take minutes; step 1 covers the autotuned configs. The compile-and-spill tests
 # need no GPU: CI runs them.
-TRITONNET_AUTOTUNE=0 step 90 "${pytest[@]}" -k "not compiles_without_spills" \
-    tests/test_linear_forward.py tests/test_linear_backward.py tests/test_softmax.py \
-    tests/test_cross_entropy.py tests/test_linear_cross_entropy.py tests/test_sgd.py \
-    tests/test_sigmoid.py tests/test_layers.py tests/test_model.py tests/test_functional.py \
-    tests/test_nn.py --junitxml="$results/gpu_check_${slug}_tests_ops.xml"
+if wanted op_tests; then
+    TRITONNET_AUTOTUNE=0 step 120 "${pytest[@]}" -k "not without_spills" \
+        tests/test_linear_forward.py tests/test_linear_backward.py tests/test_softmax.py \
+        tests/test_cross_entropy.py tests/test_linear_cross_entropy.py tests/test_sgd.py \
+        tests/test_sigmoid.py tests/test_layers.py tests/test_model.py tests/test_functional.py \
+        tests/test_nn.py --junitxml="$results/gpu_check_${slug}_tests_ops.xml"
+fi
 
 # 5. torch.compile, with the time left.
-step 45 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
-    --providers torch-compile,torch-compile-reduce-overhead
-step 30 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers torch-compile
+if wanted compile; then
+    step 60 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
+        --providers torch-compile,torch-compile-reduce-overhead
+    step 30 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers torch-compile
+fi
 
 step 20 "$python" benchmarks/report.py --results-dir "$results"
 echo "gpu_check: done on $device, status $status; results in $results" | tee -a "$log"
