@@ -121,7 +121,7 @@ def test_softmax_of_float64_follows_float64_autograd(reference):
     # The reference softmax computes in fp32 whatever the input, so gradcheck's
     # finite differences (steps of 1e-6) cannot see float64 detail: the backward is
     # compared with float64 autograd at fp32 accuracy instead.
-    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True, device=DEVICE)
     assert_matches_oracle(functional.softmax, lambda t: torch.softmax(t, -1), (x,), x.shape)
 
 
