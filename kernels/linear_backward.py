@@ -257,9 +257,11 @@ def linear_backward_weight_kernel(
             tl.store(db_ptr + offs_n * stride_db, db, mask=mask_n)
 
 
-linear_backward_input_autotuned = triton.autotune(configs=LINEAR_BACKWARD_INPUT_CONFIGS, key=["M", "N", "K"])(
+# The key holds INPUT_PRECISION: "ieee" and "tf32" run on different units (CUDA
+# cores, tensor cores), so the best tile for one is no guide to the other.
+linear_backward_input_autotuned = triton.autotune(configs=LINEAR_BACKWARD_INPUT_CONFIGS, key=["M", "N", "K", "INPUT_PRECISION"])(
     linear_backward_input_kernel
 )
 linear_backward_weight_autotuned = triton.autotune(
-    configs=LINEAR_BACKWARD_WEIGHT_CONFIGS, key=["M", "N", "K"]
+    configs=LINEAR_BACKWARD_WEIGHT_CONFIGS, key=["M", "N", "K", "INPUT_PRECISION"]
 )(linear_backward_weight_kernel)

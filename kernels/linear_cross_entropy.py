@@ -138,6 +138,8 @@ def linear_cross_entropy_kernel(
     tl.store(loss_ptr + offs_m, loss, mask=mask_m)
 
 
-linear_cross_entropy_autotuned = triton.autotune(configs=LINEAR_CROSS_ENTROPY_CONFIGS, key=["M", "N", "K"])(
+# The key holds INPUT_PRECISION: "ieee" and "tf32" run on different units (CUDA
+# cores, tensor cores), so the best tile for one is no guide to the other.
+linear_cross_entropy_autotuned = triton.autotune(configs=LINEAR_CROSS_ENTROPY_CONFIGS, key=["M", "N", "K", "INPUT_PRECISION"])(
     linear_cross_entropy_kernel
 )

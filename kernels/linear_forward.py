@@ -118,6 +118,8 @@ def linear_forward_kernel(
     tl.store(y_ptrs, accumulator.to(y_ptr.dtype.element_ty), mask=y_mask)
 
 
-linear_forward_autotuned = triton.autotune(configs=LINEAR_FORWARD_CONFIGS, key=["M", "N", "K"])(
+# The key holds INPUT_PRECISION: "ieee" and "tf32" run on different units (CUDA
+# cores, tensor cores), so the best tile for one is no guide to the other.
+linear_forward_autotuned = triton.autotune(configs=LINEAR_FORWARD_CONFIGS, key=["M", "N", "K", "INPUT_PRECISION"])(
     linear_forward_kernel
 )
