@@ -7,6 +7,8 @@ preloaded on the device:
 - "tritonnet": the exercise API, `tritonnet.MLP(...).train_step(x, labels,
   keep_gradients=False)` per batch, as the trainer runs it, on the Triton
   kernels; on a CPU it runs the reference path and is named "tritonnet-reference";
+- "tritonnet-cuda-graph", on a GPU: the same steps replayed from a CUDA graph
+  (`tritonnet.cuda_graph.GraphedTrainStep`), as the trainer runs them there;
 - "tritonnet-module": `tritonnet.module_model.ModuleModel` (the nn.Module twin,
   autograd and torch.optim.SGD), "tritonnet-module-reference" on a CPU;
 - "torch-eager": idiomatic PyTorch, nn.Sequential + F.cross_entropy + autograd +
@@ -45,6 +47,7 @@ from torch import nn
 import exercise_style
 from tritonnet import MLP
 from tritonnet.backend import use_backend
+from tritonnet.cuda_graph import GraphedTrainStep
 from harness import (
     Environment,
     Quantiles,
@@ -129,18 +132,24 @@ class ExerciseApiTrainer:
     """Trains a model with the exercise's protocol (`train_step`, `evaluate`):
     `tritonnet.MLP` or `ModuleModel`, under one backend."""
 
-    def __init__(self, model, backend: str, data: Data, batch_size: int, limit: int | None) -> None:
+    def __init__(
+        self, model, backend: str, data: Data, batch_size: int, limit: int | None, cuda_graph: bool = False
+    ) -> None:
         self.model, self.backend, self.data = model, backend, data
         self.batch_size, self.limit = batch_size, limit
         self.generator = torch.Generator().manual_seed(SEED)
+        # As the trainer runs it: each layer's backward fused with its step.
+        if cuda_graph:
+            self.step = GraphedTrainStep(model)
+        else:
+            self.step = lambda x, labels: model.train_step(x, labels, keep_gradients=False)
 
     def train_epoch(self) -> None:
         with use_backend(self.backend):
             for x, labels in shuffled_batches(
                 self.data, self.batch_size, self.generator, self.limit
             ):
-                # As the trainer runs it: each layer's backward fused with its step.
-                self.model.train_step(x, labels, keep_gradients=False)
+                self.step(x, labels)
 
     def test_accuracy(self) -> float:
         with use_backend(self.backend):
@@ -217,6 +226,8 @@ def module_model_importable() -> bool:
 def available_providers(device: torch.device) -> list[str]:
     suffix = "" if device.type == "cuda" else "-reference"
     providers = [f"tritonnet{suffix}"]
+    if device.type == "cuda":
+        providers.append("tritonnet-cuda-graph")
     if module_model_importable():
         providers.append(f"tritonnet-module{suffix}")
     providers += ["torch-eager", "torch-compile"]
@@ -238,7 +249,8 @@ def make_trainer(provider: str, data: Data, batch_size: int, limit: int | None):
         return ExerciseApiTrainer(model, backend, data, batch_size, limit)
     if provider.startswith("tritonnet"):
         model = MLP(batch_size, LR, SIZES, grad_scale="batch", device=device)
-        return ExerciseApiTrainer(model, backend, data, batch_size, limit)
+        graphed = provider == "tritonnet-cuda-graph"
+        return ExerciseApiTrainer(model, backend, data, batch_size, limit, cuda_graph=graphed)
     if provider == "exercise-style":
         return ExerciseStyleTrainer(data, batch_size, limit)
     return TorchTrainer(TORCH_COMPILE_MODES[provider], data, batch_size, limit)
@@ -253,20 +265,21 @@ def report_speedup(
     writer: ResultWriter, epoch_seconds: dict[str, Quantiles], label: str, batch_size: int
 ) -> None:
     """Print and save how many times faster tritonnet's epoch is than torch-eager's."""
-    tritonnet = next(
-        (name for name in epoch_seconds if name in ("tritonnet", "tritonnet-reference")), None
-    )
-    if tritonnet is None or "torch-eager" not in epoch_seconds:
+    if "torch-eager" not in epoch_seconds:
         return
-    ours, theirs = epoch_seconds[tritonnet], epoch_seconds["torch-eager"]
-    # Their time over ours; the percentiles pair each side's opposite extremes.
-    speedup = Quantiles(theirs.p50 / ours.p50, theirs.p20 / ours.p80, theirs.p80 / ours.p20)
-    print(
-        f"speedup of {tritonnet} over torch-eager, batch {batch_size}: {speedup.p50:.2f}x "
-        f"(epoch medians; {speedup.p20:.2f}x to {speedup.p80:.2f}x)",
-        flush=True,
-    )
-    writer.add(tritonnet, label, "batch", batch_size, "speedup_vs_torch_eager", "x", speedup)
+    theirs = epoch_seconds["torch-eager"]
+    for tritonnet in ("tritonnet", "tritonnet-cuda-graph", "tritonnet-reference"):
+        if tritonnet not in epoch_seconds:
+            continue
+        ours = epoch_seconds[tritonnet]
+        # Their time over ours; the percentiles pair each side's opposite extremes.
+        speedup = Quantiles(theirs.p50 / ours.p50, theirs.p20 / ours.p80, theirs.p80 / ours.p20)
+        print(
+            f"speedup of {tritonnet} over torch-eager, batch {batch_size}: {speedup.p50:.2f}x "
+            f"(epoch medians; {speedup.p20:.2f}x to {speedup.p80:.2f}x)",
+            flush=True,
+        )
+        writer.add(tritonnet, label, "batch", batch_size, "speedup_vs_torch_eager", "x", speedup)
 
 
 def benchmark_epochs(

@@ -7,6 +7,7 @@
 #   RESULTS_DIR=$OUT TRITONNET_DATA=.data TRITONNET_COMMIT=abc1234 bash benchmarks/gpu_check.sh
 #   GPU_CHECK_DRY_RUN=1 PYTHON=$PWD/.venv/bin/python RESULTS_DIR=/tmp/check bash benchmarks/gpu_check.sh
 #   GPU_CHECK_STEPS="bench op_tests" bash benchmarks/gpu_check.sh   # a rerun of some steps
+#   GPU_CHECK_STEPS="graphs train" ...   # the CUDA-graph step alone: about 3 minutes
 #
 # It needs python3 with torch (CUDA), triton, numpy, matplotlib, tqdm, pytest and
 # hypothesis, and installs nothing: GPU machines may have no network. tritonnet is
@@ -51,7 +52,8 @@ log="$results/gpu_check_${slug}.log"
 : >"$log"
 status=0
 
-# The steps to run, by name (default all): gpu_tests train bench op_tests compile.
+# The steps to run, by name (default all but graphs): gpu_tests train bench op_tests
+# compile; graphs is a short check of the CUDA-graph training step alone.
 steps=" ${GPU_CHECK_STEPS:-gpu_tests train bench op_tests compile} "
 wanted() { [[ $steps == *" $1 "* ]]; }
 
@@ -77,11 +79,19 @@ if wanted gpu_tests; then
     step 120 "${pytest[@]}" tests/test_gpu.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
 fi
 
+# The CUDA-graph training step against the eager one: correct, then timed.
+if wanted graphs; then
+    step 60 "${pytest[@]}" tests/test_gpu.py -k "cuda_graph or training" \
+        --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
+    step 75 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
+        --providers tritonnet,tritonnet-cuda-graph,torch-eager
+fi
+
 # 2. The exercise's 30 epochs through the Triton backend, on the GPU.
 if ! wanted train; then
     :
 elif [ -n "${TRITONNET_DATA:-}" ]; then
-    step 60 "$python" -m tritonnet train --dataset fashion-mnist --backend triton --device cuda \
+    step 50 "$python" -m tritonnet train --dataset fashion-mnist --backend triton --device cuda \
         --epochs 30 --no-progress --out "$stage/run"
     cp "$stage/run/history.json" "$results/gpu_check_${slug}_train_history.json" 2>/dev/null
 else
@@ -95,7 +105,7 @@ if wanted bench; then
     step 25 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
     step 30 "$python" benchmarks/bench_output_layer.py --quick --results-dir "$results" --providers "$fast"
     step 60 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
-        --providers tritonnet,tritonnet-module,torch-eager,exercise-style
+        --providers tritonnet,tritonnet-cuda-graph,tritonnet-module,torch-eager,exercise-style
 fi
 
 # 4. Every operation's tests with their tensors on the GPU (conftest.TEST_DEVICE).

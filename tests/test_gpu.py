@@ -163,3 +163,42 @@ def test_training_on_gpu_follows_the_cpu_reference(grad_scale):
             torch.testing.assert_close(gpu_loss.cpu(), cpu_loss, rtol=1e-4, atol=1e-5, msg=f"step {step}")
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+def test_cuda_graph_steps_follow_the_eager_steps():
+    """GraphedTrainStep against the eager train_step, over batch-size, learning-rate
+    and weight changes, each of which must make it capture again."""
+    from tritonnet.cuda_graph import GraphedTrainStep
+
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        torch.manual_seed(1)
+        eager = tritonnet.MLP(64, 0.1, device="cuda")
+        torch.manual_seed(1)
+        graphed_model = tritonnet.MLP(64, 0.1, device="cuda")
+        step = GraphedTrainStep(graphed_model)
+        generator = torch.Generator().manual_seed(0)
+        # 64-row steps (eager, capture, replays), a short last batch, an lr change,
+        # new weights loaded, then 64-row steps again.
+        schedule = [64] * 6 + [16, 16, 16] + ["lr"] + [64] * 3 + ["load"] + [64] * 3
+        with use_backend("triton"):
+            for index, rows in enumerate(schedule):
+                if rows == "lr":
+                    eager.lr = graphed_model.lr = 0.05
+                    continue
+                if rows == "load":
+                    state = {key: value * 0.5 for key, value in eager.state_dict().items()}
+                    eager.load_state_dict(state)
+                    graphed_model.load_state_dict(state)
+                    continue
+                x = torch.randn(rows, 784, generator=generator).cuda()
+                labels = torch.randint(0, 10, (rows,), generator=generator).cuda()
+                expected = eager.train_step(x, labels, keep_gradients=False)
+                loss = step(x, labels)
+                # The same kernels with the same configs: equal up to rounding.
+                torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-7, msg=f"step {index}")
+        for ours, theirs in zip(graphed_model.state_dict().values(), eager.state_dict().values()):
+            torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    finally:
+        torch.set_float32_matmul_precision(previous)

@@ -80,6 +80,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="go on when the loss becomes NaN or infinite, instead of stopping")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-cuda-graphs", action="store_true",
+                        help="on a GPU, launch every kernel from Python instead of replaying "
+                        "each training step from a CUDA graph (same numbers, slower)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +142,7 @@ def _config(args: argparse.Namespace, lr: float):
         api=args.api,
         stop_on_nonfinite=not args.allow_nonfinite,
         progress=not args.no_progress,
+        cuda_graphs=not args.no_cuda_graphs,
     )
 
 

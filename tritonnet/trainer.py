@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 
 from tritonnet.checkpoint import load_checkpoint, save_checkpoint
+from tritonnet.cuda_graph import GraphedTrainStep
 from tritonnet.datasets import Dataset
 from tritonnet.files import atomic_write
 from tritonnet.model import EXERCISE_SIZES, MLP
@@ -55,6 +56,9 @@ class TrainConfig:
     api: str = "exercise"
     stop_on_nonfinite: bool = True
     progress: bool = True
+    # On a GPU, the exercise API's steps replay from a CUDA graph (cuda_graph.py):
+    # the same numbers, without a launch from Python per kernel.
+    cuda_graphs: bool = True
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain data, for history files and checkpoints."""
@@ -81,6 +85,16 @@ def build_model(config: TrainConfig, device: torch.device) -> Any:
             config.batch_size, config.lr, config.sizes, grad_scale=config.grad_scale, device=device
         )
     return MLP(config.batch_size, config.lr, config.sizes, grad_scale=config.grad_scale, device=device)
+
+
+def make_train_step(model: Any, config: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The step the trainer calls: each layer's backward fused with its SGD step
+    (`keep_gradients=False`), replayed from a CUDA graph for the exercise MLP on a
+    GPU unless `config.cuda_graphs` is off. The loss it returns is overwritten by
+    the next step; the trainer copies it into `step_losses` at once."""
+    if isinstance(model, MLP):
+        return GraphedTrainStep(model, enabled=config.cuda_graphs)
+    return lambda images, labels: model.train_step(images, labels, keep_gradients=False)
 
 
 def evaluate(model: Any, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -204,6 +218,7 @@ def train(
     steps_per_epoch = math.ceil(rows / config.batch_size)
     batch_images = torch.empty(config.batch_size, train_images.shape[1], device=device)
     batch_labels = torch.empty(config.batch_size, dtype=torch.int64, device=device)
+    train_step = make_train_step(model, config)
 
     def checkpoint(epoch_done: int, step: int, shuffle_state: torch.Tensor, running: dict) -> None:
         save_checkpoint(
@@ -240,7 +255,7 @@ def train(
                 count = index.shape[0]
                 images = torch.index_select(train_images, 0, index, out=batch_images[:count])
                 labels = torch.index_select(train_labels, 0, index, out=batch_labels[:count])
-                step_losses[step] = model.train_step(images, labels, keep_gradients=False)
+                step_losses[step] = train_step(images, labels)
                 step += 1
                 bar.update(1)
                 if stop.requested or step % PROGRESS_EVERY == 0 or step == steps_per_epoch:
