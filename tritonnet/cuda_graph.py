@@ -16,8 +16,9 @@ copy the batch into the graph's input buffers and replay.
 A graph holds what it was captured with: the addresses of the weights, the
 learning rate, the gradient scale, the backend and the matmul precision. Each
 call compares them with the model's, and captures again when one has changed
-(after `load_state_dict` swapped a tensor, say), so a replay never trains stale
-weights or uses an old setting.
+(a weight tensor replaced by assignment, a new `model.lr`), so a replay never
+trains a tensor the model no longer holds or uses an old setting. A replay does
+see new values copied into the same tensors, as `MLP.load_state_dict` does.
 """
 
 from __future__ import annotations
