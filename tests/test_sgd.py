@@ -57,6 +57,16 @@ def test_sgd_update_matches_float64(backend, in_features, out_features):
     torch.testing.assert_close(bias.double(), expected_bias, **FP32_TOLERANCE)
 
 
+def test_sgd_update_of_a_weight_stored_transposed(backend):
+    """The MLP's CPU layout: `[in, out]` views of `[out, in]` tensors, gradients alike."""
+    weight, bias, grad_weight, grad_bias = make_parameters(37, 129)
+    weight, grad_weight = weight.t().contiguous().t(), grad_weight.t().contiguous().t()
+    expected_weight = expected_update(weight, grad_weight, 0.25)
+    ops_for(weight).sgd_update(weight, bias, grad_weight, grad_bias, 0.25)
+    torch.testing.assert_close(weight.double(), expected_weight, **FP32_TOLERANCE)
+    assert weight.stride() == (1, 37)
+
+
 def test_sgd_update_without_bias(backend):
     weight, _, grad_weight, _ = make_parameters(129, 33, bias=False)
     expected_weight = expected_update(weight, grad_weight, 0.5)
@@ -115,8 +125,10 @@ def test_sgd_launcher_rejects_bad_arguments():
         sgd_update([1.0], bias, grad_weight, grad_bias, 0.1)
     with pytest.raises(ValueError, match=r"grad_weight must have the shape of weight, \(4, 3\), got \(3, 4\)"):
         sgd_update(weight, bias, grad_weight.t().contiguous(), grad_bias, 0.1)
-    with pytest.raises(ValueError, match=r"grad_weight must be contiguous, got strides \(1, 4\)"):
+    with pytest.raises(ValueError, match=r"grad_weight must have the strides of weight, \(3, 1\), got \(1, 4\)"):
         sgd_update(weight, bias, torch.randn(3, 4, device=TEST_DEVICE).t(), grad_bias, 0.1)
+    with pytest.raises(ValueError, match=r"weight must be contiguous or the transpose of a contiguous matrix"):
+        sgd_update(weight[:, :2], bias[:2], grad_weight[:, :2], grad_bias[:2], 0.1)
     with pytest.raises(ValueError, match="bias and grad_bias must both be tensors or both be None"):
         sgd_update(weight, bias, grad_weight, None, 0.1)
     with pytest.raises(TypeError, match="weight torch.float32, grad_weight torch.float16"):

@@ -11,6 +11,11 @@ the softmax and the cross-entropy (one launch for logits, probabilities, loss an
 loss gradient), skips the gradient of the input images, and writes into buffers
 kept from step to step. It computes exactly what `forward`, `compute_loss`,
 `backward(compute_gradient(...))` and `update` compute one after another.
+
+On the CPU each weight is stored `[out, in]` in memory and `Linear.weight` is its
+`[in, out]` view: the trainer's CPU step runs feature-major (`feature_major.py`),
+where BLAS is faster with that layout. Everything else reads the weights through
+their strides, as it reads any view.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tritonnet import checks
+from tritonnet import checks, feature_major, reference
 from tritonnet.backend import ops_for
 from tritonnet.layers import GRAD_SCALES, Linear, Sigmoid, gradient_scale
 
@@ -63,7 +68,11 @@ class MLP:
             for n_in, n_out in zip(sizes[:-1], sizes[1:])
         ]
         self.sigmoids = [Sigmoid(n, batch_size) for n in sizes[1:-1]]
+        if self.device.type == "cpu":
+            for linear in self.linears:  # the same values, stored [out, in]
+                linear.weight = linear.weight.t().contiguous().t()
         self._workspaces: dict[int, _Workspace] = {}
+        self._feature_major_workspaces: dict[int, feature_major.FeatureMajorWorkspace] = {}
 
     @property
     def layers(self) -> list[Linear | Sigmoid]:
@@ -139,6 +148,17 @@ class MLP:
         for linear in self.linears:
             linear.update()
 
+    def _feature_major(self, ops, x: torch.Tensor) -> bool:
+        """Whether the fused step can run feature-major: the reference backend on
+        the CPU, fp32 or fp64, and every weight still stored `[out, in]` (a weight
+        assigned since may be laid out otherwise)."""
+        return (
+            ops is reference
+            and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and all(feature_major.stored_transposed(linear.weight) for linear in self.linears)
+        )
+
     def _workspace(self, rows: int) -> _Workspace:
         workspace = self._workspaces.get(rows)
         if workspace is None:
@@ -168,6 +188,8 @@ class MLP:
         With `keep_gradients=False` (the trainer's choice) each layer's backward and
         SGD step run as one operation (`linear_backward_sgd`), which never writes
         the gradients out; the layers' `grad_weight` and `grad_bias` are then None.
+        On the reference backend on the CPU that step runs feature-major
+        (`feature_major.train_step`), while the weights are stored `[out, in]`.
         """
         x = self._check_input(x)
         rows = x.shape[0]
@@ -178,6 +200,12 @@ class MLP:
         )
         checks.check_same_device(x=x, labels=labels)
         ops = ops_for(x)
+        if not keep_gradients and self._feature_major(ops, x):
+            workspace = self._feature_major_workspaces.get(rows)
+            if workspace is None:
+                workspace = feature_major.FeatureMajorWorkspace.allocate(self.sizes, rows, x.dtype)
+                self._feature_major_workspaces[rows] = workspace
+            return feature_major.train_step(self, x, labels, workspace)
         workspace = self._workspace(rows)
         if keep_gradients:
             self._ensure_grad_buffers()
@@ -247,7 +275,8 @@ class MLP:
         """The parameters by name (`linears.0.weight`, ...), as CPU tensors."""
         state = {}
         for index, linear in enumerate(self.linears):
-            state[f"linears.{index}.weight"] = linear.weight.detach().cpu().clone()
+            # Contiguous, whatever the layout in memory: checkpoints hold [in, out].
+            state[f"linears.{index}.weight"] = linear.weight.detach().cpu().clone(memory_format=torch.contiguous_format)
             state[f"linears.{index}.bias"] = linear.bias.detach().cpu().clone()
         return state
 

@@ -160,7 +160,8 @@ def linear_backward(
     grad_input = None
     if need_grad_input:
         grad_input = out_grad_input if out_grad_input is not None else new(rows, in_features)
-    grad_weight = out_grad_weight if out_grad_weight is not None else new(in_features, out_features)
+    # In the weight's memory layout, so that an SGD step can walk both as one run.
+    grad_weight = out_grad_weight if out_grad_weight is not None else torch.empty_like(weight)
     grad_bias = None
     if need_grad_bias:
         grad_bias = out_grad_bias if out_grad_bias is not None else new(out_features)

@@ -10,19 +10,29 @@ from tritonnet.kernels.sgd import SGD_INTERPRETER_CONFIG, sgd_update_autotuned, 
 from tritonnet.triton_backend.common import check_operands, fixed_configs
 
 
+def _dense(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` fills one run of memory: contiguous, or the transpose of a
+    contiguous matrix (the MLP's weights on the CPU, stored `[out, in]`)."""
+    return tensor.is_contiguous() or (tensor.dim() == 2 and tensor.t().is_contiguous())
+
+
 def _check_pair(name: str, param: torch.Tensor, grad_name: str, grad: object) -> torch.Tensor:
-    """`grad` matches `param` in shape, device, dtype and kernel support, and both
-    are contiguous."""
+    """`grad` matches `param` in shape, device, dtype, kernel support and memory
+    layout, and `param` is dense."""
     grad = checks.check_float_tensor(grad_name, grad)
     if grad.shape != param.shape:
         raise ValueError(
             f"{grad_name} must have the shape of {name}, {tuple(param.shape)}, got {tuple(grad.shape)}"
         )
     check_operands(**{name: param, grad_name: grad})
-    # The kernel walks each tensor as one flat run of elements.
-    for tensor_name, tensor in ((name, param), (grad_name, grad)):
-        if not tensor.is_contiguous():
-            raise ValueError(f"{tensor_name} must be contiguous, got strides {tensor.stride()}")
+    # The kernel walks both tensors as one flat run of elements, in memory order:
+    # the parameter must fill one run, and its gradient be laid out the same way.
+    if not _dense(param):
+        raise ValueError(
+            f"{name} must be contiguous or the transpose of a contiguous matrix, got strides {param.stride()}"
+        )
+    if grad.stride() != param.stride():
+        raise ValueError(f"{grad_name} must have the strides of {name}, {param.stride()}, got {grad.stride()}")
     return grad
 
 
@@ -35,7 +45,8 @@ def sgd_update(
 ) -> None:
     """Plain SGD in place, `weight -= lr * grad_weight` and `bias -= lr * grad_bias`, in one launch.
 
-    Every tensor must be contiguous (the layers allocate them so); bias and
+    Each parameter must be contiguous or the transpose of a contiguous matrix, and
+    its gradient laid out the same (`torch.empty_like` does it); bias and
     grad_bias are both None or both tensors. fp32 math, rounded once to the
     parameters' dtype.
     """

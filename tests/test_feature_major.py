@@ -1,0 +1,73 @@
+"""The CPU's feature-major training step against the batch-major one.
+
+Both run the reference backend; the batch-major step (`keep_gradients=True`,
+gradients written out, then SGD) is the oracle here, and it is itself checked
+against float64 autograd in test_model.py. In float64 the two orders of the same
+sums agree to rounding.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tritonnet
+from tritonnet import feature_major
+from tritonnet.backend import use_backend
+
+SIZES = (20, 12, 7, 4)
+
+
+def twin_models(dtype: torch.dtype, grad_scale: str) -> tuple[tritonnet.MLP, tritonnet.MLP]:
+    models = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        models.append(tritonnet.MLP(8, 0.3, SIZES, grad_scale=grad_scale, dtype=dtype))
+    return models[0], models[1]
+
+
+@pytest.fixture(autouse=True)
+def reference_backend():
+    with use_backend("reference"):
+        yield
+
+
+def test_weights_are_stored_out_in_and_read_in_out():
+    model = tritonnet.MLP(8, 0.3, SIZES)
+    for linear, (n_in, n_out) in zip(model.linears, zip(SIZES[:-1], SIZES[1:])):
+        assert linear.weight.shape == (n_in, n_out)
+        assert feature_major.stored_transposed(linear.weight)
+    assert all(tensor.is_contiguous() for tensor in model.state_dict().values())
+
+
+@pytest.mark.parametrize("grad_scale", tritonnet.GRAD_SCALES)
+@pytest.mark.parametrize(
+    "dtype,tolerance",
+    [(torch.float64, dict(rtol=1e-12, atol=1e-12)), (torch.float32, dict(rtol=1e-5, atol=1e-6))],
+)
+def test_feature_major_steps_follow_the_batch_major_steps(dtype, tolerance, grad_scale):
+    ours, oracle = twin_models(dtype, grad_scale)
+    generator = torch.Generator().manual_seed(0)
+    for step, rows in enumerate([8, 8, 3, 8, 1, 8]):
+        x = torch.randn(rows, SIZES[0], generator=generator, dtype=dtype)
+        labels = torch.randint(0, SIZES[-1], (rows,), generator=generator)
+        loss = ours.train_step(x, labels, keep_gradients=False)
+        expected = oracle.train_step(x, labels, keep_gradients=True)
+        torch.testing.assert_close(loss, expected, **tolerance, msg=f"step {step}")
+        for index, (mine, theirs) in enumerate(zip(ours.layers, oracle.layers)):
+            for name in ("input", "output"):
+                if hasattr(theirs, name):
+                    torch.testing.assert_close(getattr(mine, name), getattr(theirs, name), **tolerance)
+        assert all(linear.grad_weight is None for linear in ours.linears)
+    for (name, mine), theirs in zip(ours.state_dict().items(), oracle.state_dict().values()):
+        torch.testing.assert_close(mine, theirs, **tolerance, msg=name)
+
+
+def test_a_weight_assigned_in_another_layout_takes_the_batch_major_step():
+    ours, oracle = twin_models(torch.float64, "batch")
+    ours.linears[1].weight = ours.linears[1].weight.contiguous()
+    x, labels = torch.randn(8, SIZES[0], dtype=torch.float64), torch.randint(0, SIZES[-1], (8,))
+    loss = ours.train_step(x, labels, keep_gradients=False)
+    torch.testing.assert_close(loss, oracle.train_step(x, labels, keep_gradients=True))
+    assert ours.linears[1].weight.is_contiguous()
+    torch.testing.assert_close(ours.linears[1].weight, oracle.linears[1].weight)

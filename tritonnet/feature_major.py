@@ -1,0 +1,98 @@
+"""The reference path's training step on the CPU, computed feature-major.
+
+Why. On the CPU an exercise step is about 80% GEMMs, the same GEMMs any PyTorch
+code runs; what is left to win is the form each GEMM is handed to BLAS in. At a
+batch of 64 the first layer's forward, `[64, 784] @ [784, 512]`, splits poorly
+over the cores: computed transposed, `W^T [512, 784] @ X^T [784, 64]`, with W^T
+contiguous in memory, it took about 10% less time on the 2-core machine this
+project is developed on (`benchmarks/bench_training.py` measures the whole step).
+So on the CPU the MLP keeps each weight `[out, in]` in memory (nn.Linear's
+layout; `Linear.weight` is its `[in, out]` view, the exercise's shape), and this
+step keeps every activation transposed, `[features, batch]`:
+
+    forward    H_i^T = sigmoid(W_i^T H_{i-1}^T + b_i)     (H_0^T = X^T, a view)
+    loss       log-softmax down each column of Z^T, the mean of -log p[target]
+    backward   G^T = P^T - onehot^T; for each layer from the last:
+               dZ^T = G^T, or dH^T * H^T * (1 - H^T) after a sigmoid
+               dH_{i-1}^T = W_i dZ^T        (before the step; not for the first layer)
+               W_i^T -= lr * scale * dZ^T H_{i-1}     (the gradient GEMM is the step)
+               b_i   -= lr * scale * rowsum(dZ^T)
+
+It computes what `MLP.train_step(..., keep_gradients=False)` computes on the
+reference backend, the same operations in another memory order: the results
+differ only by the rounding of the sums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class FeatureMajorWorkspace:
+    """Buffers of one batch size, transposed: `[features, rows]`."""
+
+    hidden: list[torch.Tensor]  # each hidden layer's output H^T
+    grad_hidden: list[torch.Tensor]  # the gradient flowing into each H^T
+    logits: torch.Tensor  # Z^T
+    minus_ones: torch.Tensor  # `[1, rows]` of -1: subtracts the one-hot targets
+
+    @classmethod
+    def allocate(cls, sizes: tuple[int, ...], rows: int, dtype: torch.dtype) -> FeatureMajorWorkspace:
+        def empty(features: int) -> torch.Tensor:
+            return torch.empty(features, rows, dtype=dtype)
+
+        return cls(
+            hidden=[empty(n) for n in sizes[1:-1]],
+            grad_hidden=[empty(n) for n in sizes[1:-1]],
+            logits=empty(sizes[-1]),
+            minus_ones=torch.full((1, rows), -1.0, dtype=dtype),
+        )
+
+
+def stored_transposed(weight: torch.Tensor) -> bool:
+    """Whether an `[in, out]` weight is the view of a contiguous `[out, in]` tensor."""
+    return weight.stride(0) == 1 and weight.stride(1) == weight.shape[0]
+
+
+def train_step(model, x: torch.Tensor, labels: torch.Tensor, workspace: FeatureMajorWorkspace) -> torch.Tensor:
+    """One SGD step of `model` (a `tritonnet.MLP` whose weights are stored
+    transposed) on the batch; returns the mean loss as a 0-dim tensor.
+
+    `x` and `labels` are checked by the caller. The layers' `input` and `output`
+    attributes are set to `[rows, features]` views of the activations, as the
+    batch-major step sets them; `grad_weight` and `grad_bias` to None.
+    """
+    previous = x.t()
+    for linear, sigmoid, hidden in zip(model.linears, model.sigmoids, workspace.hidden):
+        linear.input = previous.t()
+        torch.addmm(linear.bias.unsqueeze(1), linear.weight.t(), previous, out=hidden)
+        hidden.sigmoid_()
+        sigmoid.output = hidden.t()
+        previous = hidden
+    output_layer = model.linears[-1]
+    output_layer.input = previous.t()
+    logits = torch.addmm(output_layer.bias.unsqueeze(1), output_layer.weight.t(), previous, out=workspace.logits)
+
+    targets = labels.long()
+    log_probabilities = torch.log_softmax(logits, dim=0)
+    loss = torch.nn.functional.nll_loss(log_probabilities.t(), targets)
+    grad = log_probabilities.exp_()  # P^T, then P^T - onehot^T
+    grad.scatter_add_(0, targets.unsqueeze(0), workspace.minus_ones)
+
+    rows = x.shape[0]
+    for index in reversed(range(len(model.linears))):
+        linear = model.linears[index]
+        weight_t = linear.weight.t()  # `[out, in]`, contiguous
+        step = -model.lr * model._scale(linear, rows)
+        if index > 0:
+            grad_input = workspace.grad_hidden[index - 1]
+            torch.mm(linear.weight, grad, out=grad_input)
+        weight_t.addmm_(grad, linear.input, alpha=step)
+        linear.bias.add_(grad.sum(dim=1), alpha=step)
+        linear.grad_weight = linear.grad_bias = None
+        if index > 0:
+            grad = torch.ops.aten.sigmoid_backward(grad_input, workspace.hidden[index - 1])
+    return loss
