@@ -16,7 +16,7 @@ step keeps every activation transposed, `[features, batch]`:
                dZ^T = G^T, or dH^T * H^T * (1 - H^T) after a sigmoid
                dH_{i-1}^T = W_i dZ^T        (before the step; not for the first layer)
                W_i^T -= lr * scale * dZ^T H_{i-1}     (the gradient GEMM is the step)
-               b_i   -= lr * scale * rowsum(dZ^T)
+               b_i   -= lr * scale * dZ^T 1      (a gemv: the rows' sums)
 
 It computes what `MLP.train_step(..., keep_gradients=False)` computes on the
 reference backend, the same operations in another memory order: the results
@@ -38,6 +38,7 @@ class FeatureMajorWorkspace:
     grad_hidden: list[torch.Tensor]  # the gradient flowing into each H^T
     logits: torch.Tensor  # Z^T
     minus_ones: torch.Tensor  # `[1, rows]` of -1: subtracts the one-hot targets
+    ones: torch.Tensor  # `[rows]` of 1: sums dZ^T's rows, for the bias step, in one gemv
 
     @classmethod
     def allocate(cls, sizes: tuple[int, ...], rows: int, dtype: torch.dtype) -> FeatureMajorWorkspace:
@@ -49,6 +50,7 @@ class FeatureMajorWorkspace:
             grad_hidden=[empty(n) for n in sizes[1:-1]],
             logits=empty(sizes[-1]),
             minus_ones=torch.full((1, rows), -1.0, dtype=dtype),
+            ones=torch.ones(rows, dtype=dtype),
         )
 
 
@@ -91,8 +93,10 @@ def train_step(model, x: torch.Tensor, labels: torch.Tensor, workspace: FeatureM
             grad_input = workspace.grad_hidden[index - 1]
             torch.mm(linear.weight, grad, out=grad_input)
         weight_t.addmm_(grad, linear.input, alpha=step)
-        linear.bias.add_(grad.sum(dim=1), alpha=step)
+        linear.bias.addmv_(grad, workspace.ones, alpha=step)
         linear.grad_weight = linear.grad_bias = None
-        if index > 0:
-            grad = torch.ops.aten.sigmoid_backward(grad_input, workspace.hidden[index - 1])
+        if index > 0:  # dZ^T of the layer below, in place of its dH^T
+            grad = torch.ops.aten.sigmoid_backward.grad_input(
+                grad_input, workspace.hidden[index - 1], grad_input=grad_input
+            )
     return loss
