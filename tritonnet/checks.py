@@ -67,11 +67,10 @@ def check_labels(name: str, value: object, rows: int, classes: int, check_range:
         raise TypeError(f"{name} must hold integer class indices, got dtype {tensor.dtype}")
     if tensor.shape != (rows,):
         raise ValueError(f"{name} must have shape ({rows},), got {tuple(tensor.shape)}")
-    if check_range and rows and (int(tensor.min()) < 0 or int(tensor.max()) >= classes):
-        raise ValueError(
-            f"{name} must lie in [0, {classes}), got values from "
-            f"{int(tensor.min())} to {int(tensor.max())}"
-        )
+    if check_range and rows:
+        low, high = (int(value) for value in torch.aminmax(tensor))  # one pass, one op
+        if low < 0 or high >= classes:
+            raise ValueError(f"{name} must lie in [0, {classes}), got values from {low} to {high}")
     return tensor
 
 

@@ -31,22 +31,51 @@ import torch
 
 
 @dataclass
+class _ParameterViews:
+    """The views the step hands BLAS, made once rather than at every step: each
+    weight's contiguous `[out, in]` tensor and each bias as an `[out, 1]` column.
+    `sources` are the tensors they view; a layer given a new tensor is seen there."""
+
+    sources: list[tuple[torch.Tensor, torch.Tensor]]
+    weights_t: list[torch.Tensor]
+    bias_columns: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, linears) -> _ParameterViews:
+        return cls(
+            sources=[(linear.weight, linear.bias) for linear in linears],
+            weights_t=[linear.weight.t() for linear in linears],
+            bias_columns=[linear.bias.unsqueeze(1) for linear in linears],
+        )
+
+    def current(self, linears) -> bool:
+        return all(
+            weight is linear.weight and bias is linear.bias
+            for (weight, bias), linear in zip(self.sources, linears)
+        )
+
+
+@dataclass
 class FeatureMajorWorkspace:
     """Buffers of one batch size, transposed: `[features, rows]`."""
 
     hidden: list[torch.Tensor]  # each hidden layer's output H^T
+    hidden_rows: list[torch.Tensor]  # the same as `[rows, features]` views
     grad_hidden: list[torch.Tensor]  # the gradient flowing into each H^T
     logits: torch.Tensor  # Z^T
     minus_ones: torch.Tensor  # `[1, rows]` of -1: subtracts the one-hot targets
     ones: torch.Tensor  # `[rows]` of 1: sums dZ^T's rows, for the bias step, in one gemv
+    parameters: _ParameterViews | None = None
 
     @classmethod
     def allocate(cls, sizes: tuple[int, ...], rows: int, dtype: torch.dtype) -> FeatureMajorWorkspace:
         def empty(features: int) -> torch.Tensor:
             return torch.empty(features, rows, dtype=dtype)
 
+        hidden = [empty(n) for n in sizes[1:-1]]
         return cls(
-            hidden=[empty(n) for n in sizes[1:-1]],
+            hidden=hidden,
+            hidden_rows=[h.t() for h in hidden],
             grad_hidden=[empty(n) for n in sizes[1:-1]],
             logits=empty(sizes[-1]),
             minus_ones=torch.full((1, rows), -1.0, dtype=dtype),
@@ -67,16 +96,20 @@ def train_step(model, x: torch.Tensor, labels: torch.Tensor, workspace: FeatureM
     attributes are set to `[rows, features]` views of the activations, as the
     batch-major step sets them; `grad_weight` and `grad_bias` to None.
     """
+    linears = model.linears
+    views = workspace.parameters
+    if views is None or not views.current(linears):
+        views = workspace.parameters = _ParameterViews.of(linears)
+    inputs = [x, *workspace.hidden_rows]  # each layer's input, `[rows, features]`
+
     previous = x.t()
-    for linear, sigmoid, hidden in zip(model.linears, model.sigmoids, workspace.hidden):
-        linear.input = previous.t()
-        torch.addmm(linear.bias.unsqueeze(1), linear.weight.t(), previous, out=hidden)
+    for index, (sigmoid, hidden) in enumerate(zip(model.sigmoids, workspace.hidden)):
+        torch.addmm(views.bias_columns[index], views.weights_t[index], previous, out=hidden)
         hidden.sigmoid_()
-        sigmoid.output = hidden.t()
+        sigmoid.output = inputs[index + 1]
         previous = hidden
-    output_layer = model.linears[-1]
-    output_layer.input = previous.t()
-    logits = torch.addmm(output_layer.bias.unsqueeze(1), output_layer.weight.t(), previous, out=workspace.logits)
+    last = len(linears) - 1
+    logits = torch.addmm(views.bias_columns[last], views.weights_t[last], previous, out=workspace.logits)
 
     targets = labels.long()
     log_probabilities = torch.log_softmax(logits, dim=0)
@@ -85,14 +118,14 @@ def train_step(model, x: torch.Tensor, labels: torch.Tensor, workspace: FeatureM
     grad.scatter_add_(0, targets.unsqueeze(0), workspace.minus_ones)
 
     rows = x.shape[0]
-    for index in reversed(range(len(model.linears))):
-        linear = model.linears[index]
-        weight_t = linear.weight.t()  # `[out, in]`, contiguous
+    for index in range(last, -1, -1):
+        linear = linears[index]
+        linear.input = inputs[index]
         step = -model.lr * model._scale(linear, rows)
         if index > 0:
             grad_input = workspace.grad_hidden[index - 1]
             torch.mm(linear.weight, grad, out=grad_input)
-        weight_t.addmm_(grad, linear.input, alpha=step)
+        views.weights_t[index].addmm_(grad, inputs[index], alpha=step)
         linear.bias.addmv_(grad, workspace.ones, alpha=step)
         linear.grad_weight = linear.grad_bias = None
         if index > 0:  # dZ^T of the layer below, in place of its dH^T
