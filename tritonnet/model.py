@@ -276,7 +276,8 @@ class MLP:
         state = {}
         for index, linear in enumerate(self.linears):
             # Contiguous, whatever the layout in memory: checkpoints hold [in, out].
-            state[f"linears.{index}.weight"] = linear.weight.detach().cpu().clone(memory_format=torch.contiguous_format)
+            weight = linear.weight.detach().cpu()
+            state[f"linears.{index}.weight"] = weight.clone(memory_format=torch.contiguous_format)
             state[f"linears.{index}.bias"] = linear.bias.detach().cpu().clone()
         return state
 
