@@ -3,7 +3,8 @@
 Weights have nn.Linear's layout, `[out_features, in_features]`, and every function
 is differentiable: the forward runs one fused operation, the backward calls
 `linear_backward` from the same backend (see `tritonnet.library_ops`, which also
-makes these functions traceable by `torch.compile` without a graph break).
+makes these functions traceable by `torch.compile` without a graph break, and
+routes eager calls around the dispatcher).
 
 - Leading dimensions: inputs `[..., features]` are flattened to rows and the
   result is shaped back, as `torch.nn.functional.linear` does.
@@ -21,8 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from tritonnet import checks
-from tritonnet import library_ops  # noqa: F401  (registers the torch.ops.tritonnet ops)
+from tritonnet import checks, library_ops
 
 
 def _to_autocast_dtype(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
@@ -76,7 +76,7 @@ def _check_target(target: object, logits_shape: torch.Size, device: torch.device
 def _linear(x: object, weight: object, bias: object, activation: str) -> torch.Tensor:
     x, weight, bias = _check_linear_arguments(x, weight, bias)
     rows = x.reshape(-1, x.shape[-1])
-    output = torch.ops.tritonnet.linear(rows, weight, bias, activation)
+    output = library_ops.call(library_ops.linear, rows, weight, bias, activation)
     return output.reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -108,7 +108,7 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     # The operation works on contiguous rows: the softmax dimension goes last.
     moved = x.movedim(dim, -1)
     rows = moved.reshape(-1, moved.shape[-1]).contiguous()
-    probabilities = torch.ops.tritonnet.softmax(rows)
+    probabilities = library_ops.call(library_ops.softmax, rows)
     return probabilities.reshape(moved.shape).movedim(-1, dim)
 
 
@@ -124,7 +124,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise ValueError("logits must have at least 1 dimension [..., classes], got a 0-dim tensor")
     target = _check_target(target, logits.shape, logits.device)
     rows = logits.reshape(-1, logits.shape[-1]).contiguous()
-    loss, _, _ = torch.ops.tritonnet.cross_entropy(rows, target)
+    loss, _, _ = library_ops.call(library_ops.cross_entropy, rows, target)
     return loss
 
 
@@ -140,5 +140,5 @@ def linear_cross_entropy(
     x, weight, bias = _check_linear_arguments(x, weight, bias)
     target = _check_target(target, x.shape[:-1] + (weight.shape[0],), x.device)
     rows = x.reshape(-1, x.shape[-1])
-    loss, _, _ = torch.ops.tritonnet.linear_cross_entropy(rows, weight, bias, target)
+    loss, _, _ = library_ops.call(library_ops.linear_cross_entropy, rows, weight, bias, target)
     return loss
