@@ -144,7 +144,7 @@ def _softmax_setup_context(ctx, inputs, output):
     ctx.save_for_backward(output)
 
 
-def _softmax_autograd_backward(ctx, grad_output, backward=None):
+def _softmax_autograd_backward(ctx, grad_output):
     # The backends have no softmax-backward op: it is one row reduction and two
     # element-wise ops, `p * (g - sum(g * p))`, left to PyTorch (and to Inductor's
     # fusion when compiled), in fp32 for half-precision inputs.
@@ -191,7 +191,7 @@ def _cross_entropy_setup_context(ctx, inputs, output):
     ctx.save_for_backward(grad_logits)
 
 
-def _cross_entropy_autograd_backward(ctx, grad_loss, grad_probabilities, grad_grad_logits, backward=None):
+def _cross_entropy_autograd_backward(ctx, grad_loss, grad_probabilities, grad_grad_logits):
     (grad_logits,) = ctx.saved_tensors
     return grad_logits * grad_loss, None
 
@@ -271,6 +271,8 @@ def _eager_function(name, implementation, setup_context, backward, backward_op_i
         return output
 
     def function_backward(ctx, *grads):
+        if backward_op_implementation is None:  # a backward that calls no op
+            return backward(ctx, *grads)
         return backward(ctx, *grads, backward=backward_op_implementation)
 
     return type(

@@ -159,6 +159,14 @@ class MLP:
             and all(feature_major.stored_transposed(linear.weight) for linear in self.linears)
         )
 
+    def _feature_major_workspace(self, rows: int, dtype: torch.dtype) -> feature_major.FeatureMajorWorkspace:
+        """`feature_major`'s buffers for this batch size, allocated at its first step."""
+        workspace = self._feature_major_workspaces.get(rows)
+        if workspace is None:
+            workspace = feature_major.FeatureMajorWorkspace.allocate(self.sizes, rows, dtype)
+            self._feature_major_workspaces[rows] = workspace
+        return workspace
+
     def _workspace(self, rows: int) -> _Workspace:
         workspace = self._workspaces.get(rows)
         if workspace is None:
@@ -201,11 +209,7 @@ class MLP:
         checks.check_same_device(x=x, labels=labels)
         ops = ops_for(x)
         if not keep_gradients and self._feature_major(ops, x):
-            workspace = self._feature_major_workspaces.get(rows)
-            if workspace is None:
-                workspace = feature_major.FeatureMajorWorkspace.allocate(self.sizes, rows, x.dtype)
-                self._feature_major_workspaces[rows] = workspace
-            return feature_major.train_step(self, x, labels, workspace)
+            return feature_major.train_step(self, x, labels, self._feature_major_workspace(rows, x.dtype))
         workspace = self._workspace(rows)
         if keep_gradients:
             self._ensure_grad_buffers()
