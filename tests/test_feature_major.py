@@ -32,11 +32,12 @@ def reference_backend():
         yield
 
 
-def test_weights_are_stored_out_in_and_read_in_out():
+def test_the_first_weight_is_stored_out_in_and_every_weight_read_in_out():
     model = tritonnet.MLP(8, 0.3, SIZES)
-    for linear, (n_in, n_out) in zip(model.linears, zip(SIZES[:-1], SIZES[1:])):
+    for index, (linear, (n_in, n_out)) in enumerate(zip(model.linears, zip(SIZES[:-1], SIZES[1:]))):
         assert linear.weight.shape == (n_in, n_out)
-        assert feature_major.stored_transposed(linear.weight)
+        assert feature_major.stored_transposed(linear.weight) == (index == 0)
+        assert linear.weight.is_contiguous() == (index > 0)
     assert all(tensor.is_contiguous() for tensor in model.state_dict().values())
 
 
@@ -63,11 +64,50 @@ def test_feature_major_steps_follow_the_batch_major_steps(dtype, tolerance, grad
         torch.testing.assert_close(mine, theirs, **tolerance, msg=name)
 
 
-def test_a_weight_assigned_in_another_layout_takes_the_batch_major_step():
+def one_step_of_twins(layout) -> tuple[tritonnet.MLP, tritonnet.MLP]:
+    """Twin models after one step, `ours` fused with its second weight replaced
+    by the same values laid out by `layout`, the oracle batch-major."""
     ours, oracle = twin_models(torch.float64, "batch")
-    ours.linears[1].weight = ours.linears[1].weight.contiguous()
+    ours.linears[1].weight = layout(ours.linears[1].weight)
     x, labels = torch.randn(8, SIZES[0], dtype=torch.float64), torch.randint(0, SIZES[-1], (8,))
     loss = ours.train_step(x, labels, keep_gradients=False)
     torch.testing.assert_close(loss, oracle.train_step(x, labels, keep_gradients=True))
-    assert ours.linears[1].weight.is_contiguous()
-    torch.testing.assert_close(ours.linears[1].weight, oracle.linears[1].weight)
+    for mine, theirs in zip(ours.linears, oracle.linears):
+        torch.testing.assert_close(mine.weight, theirs.weight)
+        torch.testing.assert_close(mine.bias, theirs.bias)
+    return ours, oracle
+
+
+def every_other_column(weight: torch.Tensor) -> torch.Tensor:
+    wide = torch.zeros(weight.shape[0], 2 * weight.shape[1], dtype=weight.dtype)
+    wide[:, ::2] = weight
+    return wide[:, ::2]
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [lambda w: w.t().contiguous().t(), lambda w: w.contiguous()],
+    ids=["out-in", "in-out"],
+)
+def test_a_weight_dense_in_either_order_takes_the_feature_major_step(layout):
+    ours, _ = one_step_of_twins(layout)
+    assert not ours._workspaces, "the step ran batch-major"  # its buffers, allocated at first use
+
+
+def test_a_weight_not_dense_takes_the_batch_major_step():
+    ours, _ = one_step_of_twins(every_other_column)
+    assert ours._workspaces, "the step ran feature-major"
+    assert not feature_major.dense(ours.linears[1].weight)
+    assert ours.linears[1].weight.stride() == (2 * SIZES[2], 2)  # updated in place
+
+
+@pytest.mark.parametrize("bad_label", [SIZES[-1], -1, -100])
+def test_a_label_out_of_range_is_named_and_changes_no_parameter(bad_label):
+    model, _ = twin_models(torch.float32, "batch")
+    before = model.state_dict()
+    labels = torch.tensor([0, 1, bad_label, 2, 3, 0, 1, 2])
+    with pytest.raises(ValueError, match=rf"labels must lie in \[0, {SIZES[-1]}\).*{bad_label}"):
+        model.train_step(torch.randn(8, SIZES[0]), labels, keep_gradients=False)
+    assert not model._workspaces, "the step ran batch-major"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name

@@ -12,9 +12,10 @@ loss gradient), skips the gradient of the input images, and writes into buffers
 kept from step to step. It computes exactly what `forward`, `compute_loss`,
 `backward(compute_gradient(...))` and `update` compute one after another.
 
-On the CPU each weight is stored `[out, in]` in memory and `Linear.weight` is its
-`[in, out]` view: the trainer's CPU step runs feature-major (`feature_major.py`),
-where BLAS is faster with that layout. Everything else reads the weights through
+On the CPU the first layer's weight is stored `[out, in]` in memory and its
+`Linear.weight` is the `[in, out]` view: the trainer's CPU step runs feature-major
+(`feature_major.py`), where BLAS is faster with that layout for the first layer
+and with `[in, out]` for the others. Everything else reads the weights through
 their strides, as it reads any view.
 """
 
@@ -68,9 +69,9 @@ class MLP:
             for n_in, n_out in zip(sizes[:-1], sizes[1:])
         ]
         self.sigmoids = [Sigmoid(n, batch_size) for n in sizes[1:-1]]
-        if self.device.type == "cpu":
-            for linear in self.linears:  # the same values, stored [out, in]
-                linear.weight = linear.weight.t().contiguous().t()
+        if self.device.type == "cpu":  # the same values, stored [out, in]
+            first = self.linears[0]
+            first.weight = first.weight.t().contiguous().t()
         self._workspaces: dict[int, _Workspace] = {}
         self._feature_major_workspaces: dict[int, feature_major.FeatureMajorWorkspace] = {}
 
@@ -92,8 +93,10 @@ class MLP:
 
     def _check_input(self, x: object) -> torch.Tensor:
         x = checks.check_matrix("x", x, cols=self.sizes[0])
-        checks.check_same_device(x=x, weight=self.linears[0].weight)
-        checks.check_same_dtype(x=x, weight=self.linears[0].weight)
+        weight = self.linears[0].weight
+        if x.device != weight.device or x.dtype != weight.dtype:  # the checks that say which
+            checks.check_same_device(x=x, weight=weight)
+            checks.check_same_dtype(x=x, weight=weight)
         return x
 
     def _scale(self, linear: Linear, rows: int) -> float:
@@ -148,24 +151,19 @@ class MLP:
         for linear in self.linears:
             linear.update()
 
-    def _feature_major(self, ops, x: torch.Tensor) -> bool:
-        """Whether the fused step can run feature-major: the reference backend on
-        the CPU, fp32 or fp64, and every weight still stored `[out, in]` (a weight
-        assigned since may be laid out otherwise)."""
-        return (
-            ops is reference
-            and x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.float64)
-            and all(feature_major.stored_transposed(linear.weight) for linear in self.linears)
-        )
-
-    def _feature_major_workspace(self, rows: int, dtype: torch.dtype) -> feature_major.FeatureMajorWorkspace:
-        """`feature_major`'s buffers for this batch size, allocated at its first step."""
+    def _feature_major_workspace(self, ops, x: torch.Tensor) -> feature_major.FeatureMajorWorkspace | None:
+        """`feature_major`'s buffers for this batch size (allocated at its first
+        step) where the fused step can run feature-major: the reference backend on
+        the CPU, fp32 or fp64, and every weight `feature_major.dense` (a weight
+        assigned since may be laid out otherwise). Else None."""
+        if ops is not reference or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            return None
+        rows = x.shape[0]
         workspace = self._feature_major_workspaces.get(rows)
         if workspace is None:
-            workspace = feature_major.FeatureMajorWorkspace.allocate(self.sizes, rows, dtype)
+            workspace = feature_major.FeatureMajorWorkspace.allocate(self.sizes, rows, x.dtype)
             self._feature_major_workspaces[rows] = workspace
-        return workspace
+        return workspace if workspace.parameters_of(self.linears).dense else None
 
     def _workspace(self, rows: int) -> _Workspace:
         workspace = self._workspaces.get(rows)
@@ -197,19 +195,22 @@ class MLP:
         SGD step run as one operation (`linear_backward_sgd`), which never writes
         the gradients out; the layers' `grad_weight` and `grad_bias` are then None.
         On the reference backend on the CPU that step runs feature-major
-        (`feature_major.train_step`), while the weights are stored `[out, in]`.
+        (`feature_major.train_step`), while the weights are dense.
         """
         x = self._check_input(x)
         rows = x.shape[0]
+        labels = checks.check_labels("labels", labels, rows, self.sizes[-1], check_range=False)
+        if labels.device != x.device:
+            checks.check_same_device(x=x, labels=labels)
+        ops = ops_for(x)
+        if not keep_gradients:
+            transposed_workspace = self._feature_major_workspace(ops, x)
+            if transposed_workspace is not None:  # it checks the labels' range itself
+                return feature_major.train_step(self, x, labels, transposed_workspace)
         # On a GPU the range check would wait for the device at every step; there
         # the fused kernel gives a NaN loss for a label out of range instead.
-        labels = checks.check_labels(
-            "labels", labels, rows, self.sizes[-1], check_range=labels.device.type == "cpu"
-        )
-        checks.check_same_device(x=x, labels=labels)
-        ops = ops_for(x)
-        if not keep_gradients and self._feature_major(ops, x):
-            return feature_major.train_step(self, x, labels, self._feature_major_workspace(rows, x.dtype))
+        if labels.device.type == "cpu":
+            checks.check_labels("labels", labels, rows, self.sizes[-1])
         workspace = self._workspace(rows)
         if keep_gradients:
             self._ensure_grad_buffers()
