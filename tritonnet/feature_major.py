@@ -9,11 +9,12 @@ project is developed on (`benchmarks/bench_training.py` measures the whole step)
 So on the CPU the MLP keeps the first layer's weight `[out, in]` in memory
 (nn.Linear's layout; `Linear.weight` is its `[in, out]` view, the exercise's shape)
 and the other layers' `[in, out]`, and this step keeps every activation
-transposed, `[features, batch]`. The first layer computes no input gradient, and
-its forward, the largest GEMM, runs about 28% faster from `[out, in]`; the other
-layers' input gradients `W dZ^T` run about 25% faster from `[in, out]` (both on
-that machine, batch 64). BLAS takes a dense matrix in either order, so the step
-runs on weights dense in either order (`dense`). Per step:
+transposed, `[features, batch]`. In this form the first layer's forward, the
+largest GEMM, took about 28% less time with its weight stored `[out, in]` than
+`[in, out]`; that layer computes no input gradient. The other layers' input
+gradients `W dZ^T` took about 25% less with `[in, out]` (both on that machine,
+batch 64). BLAS takes a dense matrix in either order, so the step runs on
+weights dense in either order (`dense`). Per step:
 
     forward    H_i^T = sigmoid(W_i^T H_{i-1}^T + b_i)     (H_0^T = X^T, a view)
     loss       log-softmax down each column of Z^T, the mean of -log p[target]
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from tritonnet import checks
+
 
 @dataclass
 class _ParameterViews:
