@@ -67,11 +67,17 @@ def check_labels(name: str, value: object, rows: int, classes: int, check_range:
         raise TypeError(f"{name} must hold integer class indices, got dtype {tensor.dtype}")
     if tensor.shape != (rows,):
         raise ValueError(f"{name} must have shape ({rows},), got {tuple(tensor.shape)}")
-    if check_range and rows:
+    if check_range:
+        check_label_range(name, tensor, classes)
+    return tensor
+
+
+def check_label_range(name: str, tensor: torch.Tensor, classes: int) -> None:
+    """Class indices already checked by `check_labels` lie in `[0, classes)`."""
+    if tensor.numel():
         low, high = (int(value) for value in torch.aminmax(tensor))  # one pass, one op
         if low < 0 or high >= classes:
             raise ValueError(f"{name} must lie in [0, {classes}), got values from {low} to {high}")
-    return tensor
 
 
 def check_positive_int(name: str, value: object) -> int:

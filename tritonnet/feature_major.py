@@ -144,7 +144,7 @@ def train_step(model, x: torch.Tensor, labels: torch.Tensor, workspace: FeatureM
         grad = log_probabilities.exp_()  # P^T, then P^T - onehot^T
         grad.scatter_add_(0, targets.unsqueeze(0), workspace.minus_ones)
     except (IndexError, RuntimeError):
-        checks.check_labels("labels", labels, x.shape[0], logits.shape[0])  # the error that names them
+        checks.check_label_range("labels", labels, logits.shape[0])  # the error that names them
         raise
 
     rows = x.shape[0]

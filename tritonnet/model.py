@@ -210,7 +210,7 @@ class MLP:
         # On a GPU the range check would wait for the device at every step; there
         # the fused kernel gives a NaN loss for a label out of range instead.
         if labels.device.type == "cpu":
-            checks.check_labels("labels", labels, rows, self.sizes[-1])
+            checks.check_label_range("labels", labels, self.sizes[-1])
         workspace = self._workspace(rows)
         if keep_gradients:
             self._ensure_grad_buffers()
