@@ -15,6 +15,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import tritonnet  # noqa: E402
 from tritonnet.backend import interpreter_enabled, triton_available, use_backend  # noqa: E402
 
 
@@ -36,6 +37,17 @@ REFERENCE_CUDA_TARGET_SKIP = (
 requires_triton = pytest.mark.skipif(
     not triton_runnable(), reason="needs the triton package, and CUDA or TRITON_INTERPRET=1"
 )
+
+
+def exercise_step(model: tritonnet.MLP, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One SGD step the exercise's way, `forward`, `compute_loss`,
+    `backward(compute_gradient(...))`, `update`: the oracle of the fused steps."""
+    onehot = torch.nn.functional.one_hot(labels.long(), model.sizes[-1]).to(x.dtype)
+    probabilities = model.forward(x)
+    loss = tritonnet.compute_loss(onehot, probabilities)
+    model.backward(tritonnet.compute_gradient(onehot, probabilities))
+    model.update()
+    return loss
 
 
 @pytest.fixture(params=["reference", pytest.param("triton", marks=requires_triton)])

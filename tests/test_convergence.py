@@ -1,6 +1,6 @@
 """Convergence: the Triton kernels train the MLP exactly as the reference does.
 
-A few hundred `MLP.train_step` calls on fixed random data, once on each backend
+A few hundred steps of `make_step(model)` on fixed random data, once on each backend
 from the same initial weights: the loss must match at every step, not only at
 the end. Every kernel of the training loop takes part (the fused linear forward
 with sigmoid, the fused output layer with softmax and cross-entropy, the linear
@@ -47,9 +47,10 @@ def train(backend: str, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     batches = x.shape[0] // BATCH
     losses = []
     with tritonnet.use_backend(backend):
+        train_step = tritonnet.make_step(model)
         for step in range(STEPS):
             rows = slice((step % batches) * BATCH, (step % batches + 1) * BATCH)
-            losses.append(model.train_step(x[rows], labels[rows]))
+            losses.append(train_step(x[rows], labels[rows]))
     return torch.stack(losses).cpu()
 
 

@@ -150,14 +150,15 @@ def test_training_on_gpu_follows_the_cpu_reference(grad_scale):
         gpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale, device="cuda")
         torch.manual_seed(1)
         cpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale)
+        gpu_step, cpu_step = tritonnet.make_step(gpu), tritonnet.make_step(cpu)
         generator = torch.Generator().manual_seed(0)
         for step in range(100):
             x = torch.randn(64, 784, generator=generator)
             labels = torch.randint(0, 10, (64,), generator=generator)
             with use_backend("triton"):
-                gpu_loss = gpu.train_step(x.cuda(), labels.cuda())
+                gpu_loss = gpu_step(x.cuda(), labels.cuda())
             with use_backend("reference"):
-                cpu_loss = cpu.train_step(x, labels)
+                cpu_loss = cpu_step(x, labels)
             # Summation orders differ between the kernels and MKL; over 100 steps
             # the drift stays around 1e-5 relative at ieee.
             torch.testing.assert_close(gpu_loss.cpu(), cpu_loss, rtol=1e-4, atol=1e-5, msg=f"step {step}")
@@ -166,10 +167,8 @@ def test_training_on_gpu_follows_the_cpu_reference(grad_scale):
 
 
 def test_cuda_graph_steps_follow_the_eager_steps():
-    """GraphedTrainStep against the eager train_step, over batch-size, learning-rate
-    and weight changes, each of which must make it capture again."""
-    from tritonnet.cuda_graph import GraphedTrainStep
-
+    """make_step's graphed step against the eager fused step, over batch-size,
+    learning-rate and weight changes, each of which must make it capture again."""
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
@@ -177,7 +176,9 @@ def test_cuda_graph_steps_follow_the_eager_steps():
         eager = tritonnet.MLP(64, 0.1, device="cuda")
         torch.manual_seed(1)
         graphed_model = tritonnet.MLP(64, 0.1, device="cuda")
-        step = GraphedTrainStep(graphed_model)
+        step = tritonnet.make_step(graphed_model)
+        assert isinstance(step, tritonnet.GraphedStep)
+        eager_step = tritonnet.make_step(eager, cuda_graph=False)
         generator = torch.Generator().manual_seed(0)
         # 64-row steps (eager, capture, replays), a short last batch, an lr change,
         # new weights loaded, then 64-row steps again.
@@ -194,7 +195,7 @@ def test_cuda_graph_steps_follow_the_eager_steps():
                     continue
                 x = torch.randn(rows, 784, generator=generator).cuda()
                 labels = torch.randint(0, 10, (rows,), generator=generator).cuda()
-                expected = eager.train_step(x, labels, keep_gradients=False)
+                expected = eager_step(x, labels)
                 loss = step(x, labels)
                 # The same kernels with the same configs: equal up to rounding.
                 torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-7, msg=f"step {index}")

@@ -1,4 +1,4 @@
-"""The MLP: its fused paths against the exercise's step-by-step API and float64 autograd."""
+"""The MLP and its training steps against the exercise's step-by-step API and float64 autograd."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import tritonnet
-from conftest import TEST_DEVICE
+from conftest import TEST_DEVICE, exercise_step
+from tritonnet.fused_step import FusedStep
 from tritonnet.layers import GRAD_SCALES, gradient_scale
 
 SIZES = (24, 16, 12, 10)
@@ -48,33 +49,34 @@ def test_backward_matches_autograd(backend, grad_scale):
         torch.testing.assert_close(linear.grad_bias.double(), bias.grad * scale, **FP32_TOLERANCE)
 
 
+@pytest.mark.parametrize("make", [tritonnet.make_step, FusedStep], ids=["make_step", "fused"])
 @pytest.mark.parametrize("grad_scale", GRAD_SCALES)
-def test_train_step_equals_the_exercise_sequence(backend, grad_scale):
+def test_the_steps_take_the_exercise_step(backend, grad_scale, make):
+    # `make_step`'s step (feature-major on the reference, fused on Triton) and the
+    # batch-major fused step fuse each layer's backward with its SGD step; the
+    # weights must follow the exercise's unfused step up to rounding (the fused
+    # update adds lr * scale * x^T dz inside the GEMM instead of after it).
     torch.manual_seed(5)
     fused = tritonnet.MLP(ROWS, 0.5, SIZES, grad_scale=grad_scale, device=TEST_DEVICE)
     torch.manual_seed(5)
-    stepwise = tritonnet.MLP(ROWS, 0.5, SIZES, grad_scale=grad_scale, device=TEST_DEVICE)
+    kept = tritonnet.MLP(ROWS, 0.5, SIZES, grad_scale=grad_scale, device=TEST_DEVICE)
+    step = make(fused)
     for _ in range(3):
         x = torch.randn(ROWS, SIZES[0], device=TEST_DEVICE)
         target = torch.randint(0, SIZES[-1], (ROWS,), device=TEST_DEVICE)
-        onehot = torch.nn.functional.one_hot(target, SIZES[-1]).float()
-        loss = fused.train_step(x, target)
-
-        probabilities = stepwise.forward(x)
-        expected_loss = tritonnet.compute_loss(onehot, probabilities)
-        stepwise.backward(tritonnet.compute_gradient(onehot, probabilities))
-        stepwise.update()
-        torch.testing.assert_close(loss, expected_loss, **FP32_TOLERANCE)
-    for ours, theirs in zip(fused.linears, stepwise.linears):
+        loss = step(x, target)
+        torch.testing.assert_close(loss, exercise_step(kept, x, target), **FP32_TOLERANCE)
+    assert fused.linears[0].grad_weight is None and kept.linears[0].grad_weight is not None
+    for ours, theirs in zip(fused.linears, kept.linears):
         torch.testing.assert_close(ours.weight, theirs.weight, **FP32_TOLERANCE)
         torch.testing.assert_close(ours.bias, theirs.bias, **FP32_TOLERANCE)
 
 
-def test_train_step_handles_a_short_last_batch(backend):
-    model = tritonnet.MLP(ROWS, 0.1, SIZES, device=TEST_DEVICE)
+def test_make_step_handles_a_short_last_batch(backend):
+    step = tritonnet.make_step(tritonnet.MLP(ROWS, 0.1, SIZES, device=TEST_DEVICE))
     for rows in (ROWS, 3, ROWS):
         x = torch.randn(rows, SIZES[0], device=TEST_DEVICE)
-        loss = model.train_step(x, torch.randint(0, SIZES[-1], (rows,), device=TEST_DEVICE))
+        loss = step(x, torch.randint(0, SIZES[-1], (rows,), device=TEST_DEVICE))
         assert torch.isfinite(loss)
 
 
@@ -109,23 +111,3 @@ def test_same_seed_same_network():
     second = tritonnet.MLP(64, 0.1)
     assert all(torch.equal(a.weight, b.weight) for a, b in zip(first.linears, second.linears))
     assert [tuple(layer.weight.shape) for layer in first.linears] == [(784, 512), (512, 128), (128, 10)]
-
-
-@pytest.mark.parametrize("grad_scale", GRAD_SCALES)
-def test_train_step_without_kept_gradients_takes_the_same_step(backend, grad_scale):
-    # keep_gradients=False fuses each layer's backward with its SGD step; the
-    # weights must follow the unfused path up to rounding (the fused update adds
-    # lr * scale * x^T dz inside the GEMM instead of after it).
-    torch.manual_seed(5)
-    fused = tritonnet.MLP(ROWS, 0.5, SIZES, grad_scale=grad_scale, device=TEST_DEVICE)
-    torch.manual_seed(5)
-    kept = tritonnet.MLP(ROWS, 0.5, SIZES, grad_scale=grad_scale, device=TEST_DEVICE)
-    for _ in range(3):
-        x = torch.randn(ROWS, SIZES[0], device=TEST_DEVICE)
-        target = torch.randint(0, SIZES[-1], (ROWS,), device=TEST_DEVICE)
-        loss = fused.train_step(x, target, keep_gradients=False)
-        torch.testing.assert_close(loss, kept.train_step(x, target), **FP32_TOLERANCE)
-    assert fused.linears[0].grad_weight is None and kept.linears[0].grad_weight is not None
-    for ours, theirs in zip(fused.linears, kept.linears):
-        torch.testing.assert_close(ours.weight, theirs.weight, **FP32_TOLERANCE)
-        torch.testing.assert_close(ours.bias, theirs.bias, **FP32_TOLERANCE)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import TEST_DEVICE as DEVICE
-from tritonnet import MLP
+from tritonnet import MLP, make_step
 from tritonnet.module_model import ModuleModel
 
 SIZES = (20, 12, 8, 5)
@@ -42,9 +42,10 @@ def test_losses_match_the_exercise_mlp_step_by_step(backend, grad_scale):
     exercise, module = twins(grad_scale)
     steps = 50 if backend == "reference" else 10  # interpreted kernels are slow
     losses, module_losses = [], []
+    exercise_step, module_step = make_step(exercise), make_step(module)
     for x, labels in random_batches(steps):
-        losses.append(exercise.train_step(x, labels))
-        module_losses.append(module.train_step(x, labels))
+        losses.append(exercise_step(x, labels))
+        module_losses.append(module_step(x, labels))
     torch.testing.assert_close(torch.stack(module_losses), torch.stack(losses), rtol=1e-5, atol=0)
     assert losses[-1] != losses[0]  # training moved the network
     for key, value in exercise.state_dict().items():
@@ -53,9 +54,10 @@ def test_losses_match_the_exercise_mlp_step_by_step(backend, grad_scale):
 
 def test_a_short_last_batch_is_scaled_by_its_own_rows(backend):
     exercise, module = twins("none")
+    exercise_step, module_step = make_step(exercise), make_step(module)
     for x, labels in random_batches(3, rows=5):
-        loss = exercise.train_step(x, labels)
-        torch.testing.assert_close(module.train_step(x, labels), loss, rtol=1e-5, atol=0)
+        loss = exercise_step(x, labels)
+        torch.testing.assert_close(module_step(x, labels), loss, rtol=1e-5, atol=0)
 
 
 def test_same_seed_same_network_and_random_state():
@@ -83,8 +85,9 @@ def test_seed_init_from_copies_an_exercise_network():
 
 def test_state_dict_moves_between_the_two_apis(backend):
     exercise, module = twins("batch")
+    module_step = make_step(module)
     for x, labels in random_batches(2):
-        module.train_step(x, labels)
+        module_step(x, labels)
     exercise.load_state_dict(module.state_dict())
     x, labels = next(random_batches(1))
     loss, correct = exercise.evaluate(x, labels)
@@ -110,9 +113,9 @@ def test_bad_arguments_are_named():
     module = ModuleModel(BATCH, 0.1, SIZES)
     x, labels = next(random_batches(1, device="cpu"))
     with pytest.raises(ValueError, match="x must have 20 columns"):
-        module.train_step(x[:, :3], labels)
+        make_step(module)(x[:, :3], labels)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
-        module.train_step(x, labels + 5)
+        make_step(module)(x, labels + 5)
     with pytest.raises(ValueError, match="state is missing 'linears.2.bias'"):
         module.load_state_dict({k: v for k, v in module.state_dict().items() if k != "linears.2.bias"})
     with pytest.raises(ValueError, match=r"has shape \(12, 20\), expected \(20, 12\)"):

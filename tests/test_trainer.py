@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tritonnet import trainer
 from tritonnet.backend import use_backend
 from tritonnet.checkpoint import load_checkpoint
 from tritonnet.datasets import Dataset, load_dataset
-from tritonnet.model import MLP
+from tritonnet.step import make_step
 from tritonnet.trainer import NonFiniteLossError, TrainConfig, train
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -102,19 +103,36 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, monkeypatch):
-    real_step = MLP.train_step
     calls = []
 
-    def step_that_fails_at_the_fifteenth_call(self, x, labels, **options):
-        calls.append(1)
-        loss = real_step(self, x, labels, **options)
-        return loss * float("nan") if len(calls) == 15 else loss
+    def make_step_that_fails_at_the_fifteenth_call(model, **options):
+        real_step = make_step(model, **options)
 
-    monkeypatch.setattr(MLP, "train_step", step_that_fails_at_the_fifteenth_call)
+        def step(x, labels):
+            calls.append(1)
+            loss = real_step(x, labels)
+            return loss * float("nan") if len(calls) == 15 else loss
+
+        return step
+
+    monkeypatch.setattr(trainer, "make_step", make_step_that_fails_at_the_fifteenth_call)
     # 300 rows in batches of 32: 10 steps an epoch, so call 15 is epoch 2, step 5.
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 5\b"):
         train(config(epochs=3), synthetic_dataset(), tmp_path, log=quiet)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("cuda_graphs,expected", [(True, "auto"), (False, False)])
+def test_the_step_is_graphed_as_configured(tmp_path, monkeypatch, cuda_graphs, expected):
+    asked = []
+
+    def recording_make_step(model, **options):
+        asked.append(options.get("cuda_graph"))
+        return make_step(model, **options)
+
+    monkeypatch.setattr(trainer, "make_step", recording_make_step)
+    train(config(epochs=1, cuda_graphs=cuda_graphs), synthetic_dataset(), tmp_path, log=quiet)
+    assert asked == [expected]
 
 
 def test_non_finite_loss_can_be_allowed(tmp_path):

@@ -13,6 +13,7 @@ import torch
 import tritonnet
 from conftest import TEST_DEVICE
 from tritonnet.datasets import load_dataset
+from tritonnet.fused_step import FusedStep
 
 SIZES = (6, 5, 4)
 
@@ -29,6 +30,16 @@ def linear_after_forward() -> tritonnet.Linear:
 
 def mlp() -> tritonnet.MLP:
     return tritonnet.MLP(4, 0.1, SIZES)
+
+
+def step():
+    """The step `make_step` chooses here: feature-major, on the reference backend."""
+    return tritonnet.make_step(mlp())
+
+
+def fused_step() -> FusedStep:
+    """The batch-major fused step, which checks the labels' range on its own."""
+    return FusedStep(mlp())
 
 
 CATALOG = [
@@ -57,13 +68,16 @@ CATALOG = [
     ("compute_gradient rows mismatch", lambda: tritonnet.compute_gradient(torch.zeros(3, 5), torch.zeros(4, 5)), ValueError, r"target_onehot.*4 rows"),
     ("MLP one size", lambda: tritonnet.MLP(4, 0.1, (784,)), ValueError, r"sizes.*\(784,\)"),
     ("MLP zero size", lambda: tritonnet.MLP(4, 0.1, (784, 0, 10)), ValueError, r"sizes.*0"),
-    ("train_step float labels", lambda: mlp().train_step(torch.randn(4, 6), torch.zeros(4)), TypeError, r"labels.*integer.*float32"),
-    ("train_step labels shape", lambda: mlp().train_step(torch.randn(4, 6), torch.zeros(4, 1, dtype=torch.int64)), ValueError, r"labels.*\(4,\).*\(4, 1\)"),
-    ("train_step label too large", lambda: mlp().train_step(torch.randn(4, 6), torch.tensor([0, 1, 4, 2])), ValueError, r"labels.*\[0, 4\).*0 to 4"),
-    ("train_step negative label", lambda: mlp().train_step(torch.randn(4, 6), torch.tensor([0, -1, 3, 2])), ValueError, r"labels.*-1"),
-    ("fused train_step label too large", lambda: mlp().train_step(torch.randn(4, 6), torch.tensor([0, 1, 4, 2]), keep_gradients=False), ValueError, r"labels.*\[0, 4\).*0 to 4"),
-    ("fused train_step negative label", lambda: mlp().train_step(torch.randn(4, 6), torch.tensor([0, -1, 3, 2]), keep_gradients=False), ValueError, r"labels.*-1"),
-    ("fused train_step label -100", lambda: mlp().train_step(torch.randn(4, 6), torch.tensor([0, -100, 3, 2], dtype=torch.int32), keep_gradients=False), ValueError, r"labels.*-100"),
+    ("step float labels", lambda: step()(torch.randn(4, 6), torch.zeros(4)), TypeError, r"labels.*integer.*float32"),
+    ("step labels shape", lambda: step()(torch.randn(4, 6), torch.zeros(4, 1, dtype=torch.int64)), ValueError, r"labels.*\(4,\).*\(4, 1\)"),
+    ("fused step label too large", lambda: fused_step()(torch.randn(4, 6), torch.tensor([0, 1, 4, 2])), ValueError, r"labels.*\[0, 4\).*0 to 4"),
+    ("fused step negative label", lambda: fused_step()(torch.randn(4, 6), torch.tensor([0, -1, 3, 2])), ValueError, r"labels.*-1"),
+    ("step label too large", lambda: step()(torch.randn(4, 6), torch.tensor([0, 1, 4, 2])), ValueError, r"labels.*\[0, 4\).*0 to 4"),
+    ("step negative label", lambda: step()(torch.randn(4, 6), torch.tensor([0, -1, 3, 2])), ValueError, r"labels.*-1"),
+    ("step label -100", lambda: step()(torch.randn(4, 6), torch.tensor([0, -100, 3, 2], dtype=torch.int32)), ValueError, r"labels.*-100"),
+    ("step x columns", lambda: step()(torch.randn(4, 7), torch.tensor([0, 1, 3, 2])), ValueError, r"x must have 6 columns"),
+    ("step x dtype", lambda: step()(torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 1, 3, 2])), TypeError, r"x torch.float64.*weight torch.float32"),
+    ("make_step not a model", lambda: tritonnet.make_step(tritonnet.Linear(6, 5, 4)), TypeError, r"model must be a tritonnet.MLP.*Linear"),
     ("MLP backward before forward", lambda: mlp().backward(torch.zeros(4, 4)), RuntimeError, r"before forward"),
     ("load_state_dict missing key", lambda: mlp().load_state_dict({}), ValueError, r"linears.0.weight"),
     ("set_backend unknown", lambda: tritonnet.set_backend("cuda"), ValueError, r"backend.*'cuda'"),

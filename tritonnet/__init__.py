@@ -3,14 +3,18 @@
 The exercise's API (`Linear`, `Sigmoid`, `Softmax`, `compute_loss`,
 `compute_gradient`, `MLP`) runs on Triton kernels for CUDA tensors and on a plain
 PyTorch reference elsewhere; `set_backend` and `use_backend` choose explicitly.
+`make_step(model)` gives the trainer's fused training step, `step(x, labels) ->
+loss`; `GraphedStep(step)` replays such a step from a CUDA graph.
 Importing tritonnet never imports triton or touches CUDA.
 """
 
 import importlib
 
 from tritonnet.backend import BACKENDS, get_backend, set_backend, use_backend
+from tritonnet.cuda_graph import GraphedStep
 from tritonnet.layers import GRAD_SCALES, Linear, Sigmoid, Softmax, compute_gradient, compute_loss
 from tritonnet.model import MLP
+from tritonnet.step import make_step
 
 __version__ = "0.1.0"
 
@@ -27,6 +31,7 @@ def __getattr__(name: str):
 __all__ = [
     "BACKENDS",
     "GRAD_SCALES",
+    "GraphedStep",
     "Linear",
     "MLP",
     "Sigmoid",
@@ -35,6 +40,7 @@ __all__ = [
     "functional",
     "compute_loss",
     "get_backend",
+    "make_step",
     "nn",
     "set_backend",
     "use_backend",

@@ -80,6 +80,23 @@ def check_label_range(name: str, tensor: torch.Tensor, classes: int) -> None:
             raise ValueError(f"{name} must lie in [0, {classes}), got values from {low} to {high}")
 
 
+def check_batch(
+    x: object, labels: object, weight: torch.Tensor, in_features: int, classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch for a network whose first weight is `weight`: `x`
+    `[rows, in_features]` on the weight's device and of its dtype, `labels` `[rows]`
+    class indices on the same device. Their range is left to the caller, which
+    knows whether reading them back would wait for a GPU (see `check_labels`)."""
+    x = check_matrix("x", x, cols=in_features)
+    if x.device != weight.device or x.dtype != weight.dtype:  # the checks that say which
+        check_same_device(x=x, weight=weight)
+        check_same_dtype(x=x, weight=weight)
+    labels = check_labels("labels", labels, x.shape[0], classes, check_range=False)
+    if labels.device != x.device:
+        check_same_device(x=x, labels=labels)
+    return x, labels
+
+
 def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")

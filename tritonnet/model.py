@@ -6,40 +6,22 @@ What differs is how the MLP drives them: each Linear and the Sigmoid after it ru
 as one fused operation (`linear_forward(..., "sigmoid")`, `linear_backward(...,
 "sigmoid")`), which on the Triton backend is one kernel launch instead of three.
 
-`train_step` is the fast path the trainer uses. It fuses the output layer with
-the softmax and the cross-entropy (one launch for logits, probabilities, loss and
-loss gradient), skips the gradient of the input images, and writes into buffers
-kept from step to step. It computes exactly what `forward`, `compute_loss`,
-`backward(compute_gradient(...))` and `update` compute one after another.
-
-On the CPU the first layer's weight is stored `[out, in]` in memory and its
-`Linear.weight` is the `[in, out]` view: the trainer's CPU step runs feature-major
-(`feature_major.py`), where BLAS is faster with that layout for the first layer
-and with `[in, out]` for the others. Everything else reads the weights through
-their strides, as it reads any view.
+The MLP is the exercise and only that: `forward`, `backward`, `update`,
+`evaluate` and the state. The trainer's faster step (`tritonnet.make_step`)
+computes what `forward`, `compute_loss`, `backward(compute_gradient(...))` and
+`update` compute one after another, and lives beside it (`step.py`). The MLP
+reads its weights through their strides, so a step may lay them out as it needs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from tritonnet import checks, feature_major, reference
+from tritonnet import checks
 from tritonnet.backend import ops_for
 from tritonnet.layers import GRAD_SCALES, Linear, Sigmoid, gradient_scale
 
 EXERCISE_SIZES = (784, 512, 128, 10)
-
-
-@dataclass
-class _Workspace:
-    """Buffers of one batch size, reused by every `train_step` of that size."""
-
-    activations: list[torch.Tensor]  # the output of each hidden layer
-    grad_inputs: list[torch.Tensor]  # the gradient flowing into each hidden layer's output
-    probabilities: torch.Tensor
-    grad_logits: torch.Tensor
 
 
 class MLP:
@@ -69,11 +51,6 @@ class MLP:
             for n_in, n_out in zip(sizes[:-1], sizes[1:])
         ]
         self.sigmoids = [Sigmoid(n, batch_size) for n in sizes[1:-1]]
-        if self.device.type == "cpu":  # the same values, stored [out, in]
-            first = self.linears[0]
-            first.weight = first.weight.t().contiguous().t()
-        self._workspaces: dict[int, _Workspace] = {}
-        self._feature_major_workspaces: dict[int, feature_major.FeatureMajorWorkspace] = {}
 
     @property
     def layers(self) -> list[Linear | Sigmoid]:
@@ -150,115 +127,6 @@ class MLP:
         """One SGD step on every Linear."""
         for linear in self.linears:
             linear.update()
-
-    def _feature_major_workspace(self, ops, x: torch.Tensor) -> feature_major.FeatureMajorWorkspace | None:
-        """`feature_major`'s buffers for this batch size (allocated at its first
-        step) where the fused step can run feature-major: the reference backend on
-        the CPU, fp32 or fp64, and every weight `feature_major.dense` (a weight
-        assigned since may be laid out otherwise). Else None."""
-        if ops is not reference or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-            return None
-        rows = x.shape[0]
-        workspace = self._feature_major_workspaces.get(rows)
-        if workspace is None:
-            workspace = feature_major.FeatureMajorWorkspace.allocate(self.sizes, rows, x.dtype)
-            self._feature_major_workspaces[rows] = workspace
-        return workspace if workspace.parameters_of(self.linears).dense else None
-
-    def _workspace(self, rows: int) -> _Workspace:
-        workspace = self._workspaces.get(rows)
-        if workspace is None:
-            def empty(cols: int) -> torch.Tensor:
-                return torch.empty(rows, cols, device=self.device, dtype=self.dtype)
-
-            workspace = _Workspace(
-                activations=[empty(n) for n in self.sizes[1:-1]],
-                grad_inputs=[empty(n) for n in self.sizes[1:-1]],
-                probabilities=empty(self.sizes[-1]),
-                grad_logits=empty(self.sizes[-1]),
-            )
-            self._workspaces[rows] = workspace
-        return workspace
-
-    def _ensure_grad_buffers(self) -> None:
-        for linear in self.linears:
-            if linear.grad_weight is None:
-                linear.grad_weight = torch.empty_like(linear.weight)
-                linear.grad_bias = torch.empty_like(linear.bias)
-
-    def train_step(self, x: torch.Tensor, labels: torch.Tensor, *, keep_gradients: bool = True) -> torch.Tensor:
-        """One SGD step on a batch; returns its mean loss as a 0-dim tensor.
-
-        `labels` are class indices `[batch]`. The loss stays on the device: reading
-        it (`.item()`) waits for the GPU, so callers read it only when they need it.
-        With `keep_gradients=False` (the trainer's choice) each layer's backward and
-        SGD step run as one operation (`linear_backward_sgd`), which never writes
-        the gradients out; the layers' `grad_weight` and `grad_bias` are then None.
-        On the reference backend on the CPU that step runs feature-major
-        (`feature_major.train_step`), while the weights are dense.
-        """
-        x = self._check_input(x)
-        rows = x.shape[0]
-        labels = checks.check_labels("labels", labels, rows, self.sizes[-1], check_range=False)
-        if labels.device != x.device:
-            checks.check_same_device(x=x, labels=labels)
-        ops = ops_for(x)
-        if not keep_gradients:
-            transposed_workspace = self._feature_major_workspace(ops, x)
-            if transposed_workspace is not None:  # it checks the labels' range itself
-                return feature_major.train_step(self, x, labels, transposed_workspace)
-        # On a GPU the range check would wait for the device at every step; there
-        # the fused kernel gives a NaN loss for a label out of range instead.
-        if labels.device.type == "cpu":
-            checks.check_label_range("labels", labels, self.sizes[-1])
-        workspace = self._workspace(rows)
-        if keep_gradients:
-            self._ensure_grad_buffers()
-
-        hidden = x
-        for linear, sigmoid, out in zip(self.linears, self.sigmoids, workspace.activations):
-            linear.input = hidden
-            hidden = ops.linear_forward(hidden, linear.weight, linear.bias, "sigmoid", out=out)
-            sigmoid.output = hidden
-        output_layer = self.linears[-1]
-        output_layer.input = hidden
-        _, loss, grad = ops.linear_cross_entropy(
-            hidden,
-            output_layer.weight,
-            output_layer.bias,
-            labels,
-            1.0,
-            out_probabilities=workspace.probabilities,
-            out_grad_logits=workspace.grad_logits,
-        )
-
-        activation, output = "none", None
-        for index in reversed(range(len(self.linears))):
-            linear = self.linears[index]
-            scale = self._scale(linear, rows)
-            grad_input = workspace.grad_inputs[index - 1] if index > 0 else None
-            if keep_gradients:
-                grad, _, _ = ops.linear_backward(
-                    grad, linear.input, linear.weight, output, activation, scale,
-                    need_grad_input=index > 0,
-                    out_grad_input=grad_input,
-                    out_grad_weight=linear.grad_weight,
-                    out_grad_bias=linear.grad_bias,
-                )
-            else:
-                # The step changes this layer's weight, which no later step of this
-                # backward reads: grad_input is computed before the update.
-                grad = ops.linear_backward_sgd(
-                    grad, linear.input, linear.weight, linear.bias, output, activation, scale,
-                    self.lr, need_grad_input=index > 0, out_grad_input=grad_input,
-                )
-                linear.grad_weight = linear.grad_bias = None
-            if index > 0:
-                activation, output = "sigmoid", self.sigmoids[index - 1].output
-        if keep_gradients:
-            for linear in self.linears:
-                ops.sgd_update(linear.weight, linear.bias, linear.grad_weight, linear.grad_bias, self.lr)
-        return loss
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,19 +1,15 @@
-"""`ModuleModel`: `tritonnet.nn.MLP` trained by torch.optim, behind the trainer's protocol.
+"""`ModuleModel`: `tritonnet.nn.MLP` with its `torch.optim.SGD`, behind the trainer's protocol.
 
-The trainer drives the exercise's `tritonnet.MLP` through `train_step`, `evaluate`,
-`state_dict`, `load_state_dict` and `lr`. This adapter offers the same protocol for
-the nn.Module twin, trained with autograd and `torch.optim.SGD`, so that both APIs
-train the same network from the same seed and can be compared run for run:
+The trainer drives a model through `make_step`, `evaluate`, `state_dict`,
+`load_state_dict` and `lr`. This adapter offers the same for the nn.Module twin,
+trained with autograd and `torch.optim.SGD` (`module_step.ModuleStep`), so that
+both APIs train the same network from the same seed and can be compared run for run:
 
 - Initialization: the weights are the exercise's (`randn * sqrt(1 / in_features)`,
   drawn by building a `tritonnet.MLP` with the same arguments), transposed into
   nn.Linear's `[out, in]` layout. Building the module draws nothing more from the
   random generator, so what the trainer draws next (the shuffles) is the same too.
-- `grad_scale`: the exercise scales each layer's weight and bias gradients of the
-  *summed* loss by 1/batch ("batch"), 1/in_features ("features") or 1 ("none")
-  (see `tritonnet.layers`). "batch" is the gradient of the mean loss, which is
-  what autograd computes here; for the others each layer's gradients are
-  multiplied by `batch * factor` after the backward pass.
+- `grad_scale`: the exercise's gradient scaling, which the step applies.
 - `state_dict` has the exercise's keys and layout (`linears.{i}.weight` `[in, out]`),
   so checkpoints move between the two APIs.
 """
@@ -23,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from tritonnet import checks, functional
-from tritonnet.layers import GRAD_SCALES, gradient_scale
+from tritonnet.layers import GRAD_SCALES
 from tritonnet.model import EXERCISE_SIZES, MLP
 from tritonnet.nn import MLP as ModuleMLP
 
@@ -78,44 +74,19 @@ class ModuleModel:
     def device(self) -> torch.device:
         return self.module.layers[0].weight.device
 
-    def _check_batch(self, x: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
-        x = checks.check_matrix("x", x, cols=self.sizes[0])
+    def check_batch(self, x: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
+        """`x` and `labels` checked as a batch for this network; the labels' range
+        only on the CPU, where reading them back does not wait for a GPU."""
         weight = self.module.layers[0].weight
-        checks.check_same_device(x=x, weight=weight)
-        checks.check_same_dtype(x=x, weight=weight)
-        # On a GPU the range check would wait for the device at every step.
-        labels = checks.check_labels(
-            "labels", labels, x.shape[0], self.sizes[-1], check_range=x.device.type == "cpu"
-        )
-        checks.check_same_device(x=x, labels=labels)
+        x, labels = checks.check_batch(x, labels, weight, self.sizes[0], self.sizes[-1])
+        if x.device.type == "cpu":
+            checks.check_label_range("labels", labels, self.sizes[-1])
         return x, labels
-
-    def train_step(self, x: torch.Tensor, labels: torch.Tensor, *, keep_gradients: bool = True) -> torch.Tensor:
-        """One SGD step on a batch; returns its mean loss as a 0-dim tensor.
-
-        `keep_gradients` is the trainer's protocol: torch.optim keeps each
-        parameter's `.grad` either way, so it changes nothing here.
-        """
-        x, labels = self._check_batch(x, labels)
-        self.optimizer.zero_grad()
-        loss = self.module.loss(x, labels)
-        loss.backward()
-        if self.grad_scale != "batch":
-            self._rescale_gradients(x.shape[0])
-        self.optimizer.step()
-        return loss.detach()
-
-    def _rescale_gradients(self, rows: int) -> None:
-        """From the mean loss's gradients (the sum's / rows) to the exercise's scaling."""
-        for layer in self.module.layers:
-            factor = rows * gradient_scale(self.grad_scale, rows, layer.in_features)
-            layer.weight.grad.mul_(factor)
-            layer.bias.grad.mul_(factor)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss and the number of correct predictions on a batch, as 0-dim tensors."""
-        x, labels = self._check_batch(x, labels)
+        x, labels = self.check_batch(x, labels)
         logits = self.module(x)
         correct = (logits.argmax(dim=1) == labels).sum()
         return functional.cross_entropy(logits, labels), correct

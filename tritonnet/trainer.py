@@ -2,9 +2,9 @@
 every epoch, a checkpoint after every epoch, and resume.
 
 The whole data set is moved to the device once. Each step gathers its shuffled
-batch with `index_select` into a reused buffer and calls `model.train_step`; the
-loss stays on the device and is read back only when the progress bar refreshes,
-so a GPU is never made to wait for Python at each step.
+batch with `index_select` into a reused buffer and calls the step `make_step`
+chose; the loss stays on the device and is read back only when the progress bar
+refreshes, so a GPU is never made to wait for Python at each step.
 
 Determinism: the network's initial weights come from torch's global RNG seeded
 with `seed`; the batch order comes from a separate generator, seeded with
@@ -28,10 +28,10 @@ from typing import Any, Callable
 import torch
 
 from tritonnet.checkpoint import load_checkpoint, save_checkpoint
-from tritonnet.cuda_graph import GraphedTrainStep
 from tritonnet.datasets import Dataset
 from tritonnet.files import atomic_write
 from tritonnet.model import EXERCISE_SIZES, MLP
+from tritonnet.step import make_step
 
 EVAL_BATCH = 1000
 PROGRESS_EVERY = 50  # steps between progress-bar refreshes (each reads the loss back)
@@ -56,8 +56,8 @@ class TrainConfig:
     api: str = "exercise"
     stop_on_nonfinite: bool = True
     progress: bool = True
-    # On a GPU, the exercise API's steps replay from a CUDA graph (cuda_graph.py):
-    # the same numbers, without a launch from Python per kernel.
+    # On a GPU, the exercise API's steps replay from a CUDA graph (make_step's
+    # "auto"): the same numbers, without a launch from Python per kernel.
     cuda_graphs: bool = True
 
     def describe(self) -> dict[str, Any]:
@@ -85,16 +85,6 @@ def build_model(config: TrainConfig, device: torch.device) -> Any:
             config.batch_size, config.lr, config.sizes, grad_scale=config.grad_scale, device=device
         )
     return MLP(config.batch_size, config.lr, config.sizes, grad_scale=config.grad_scale, device=device)
-
-
-def make_train_step(model: Any, config: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The step the trainer calls: each layer's backward fused with its SGD step
-    (`keep_gradients=False`), replayed from a CUDA graph for the exercise MLP on a
-    GPU unless `config.cuda_graphs` is off. The loss it returns is overwritten by
-    the next step; the trainer copies it into `step_losses` at once."""
-    if isinstance(model, MLP):
-        return GraphedTrainStep(model, enabled=config.cuda_graphs)
-    return lambda images, labels: model.train_step(images, labels, keep_gradients=False)
 
 
 def evaluate(model: Any, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -218,7 +208,8 @@ def train(
     steps_per_epoch = math.ceil(rows / config.batch_size)
     batch_images = torch.empty(config.batch_size, train_images.shape[1], device=device)
     batch_labels = torch.empty(config.batch_size, dtype=torch.int64, device=device)
-    train_step = make_train_step(model, config)
+    # The step's loss is overwritten by the next step: it is copied into step_losses at once.
+    train_step = make_step(model, cuda_graph="auto" if config.cuda_graphs else False)
 
     def checkpoint(epoch_done: int, step: int, shuffle_state: torch.Tensor, running: dict) -> None:
         save_checkpoint(

@@ -1,0 +1,65 @@
+"""`make_step`: the one place that decides how a training step runs.
+
+    step = make_step(model)
+    loss = step(x, labels)  # one SGD step; the mean loss as a 0-dim tensor on the model's device
+
+It chooses once, from the model, its device and dtype, between:
+- `FeatureMajorStep` (feature_major.py): the exercise MLP on the CPU in fp32 or
+  fp64, where the reference backend runs the step fastest with the activations
+  transposed. It hands a batch it cannot run (another backend selected since, a
+  weight assigned in a layout BLAS cannot take) to the fused step;
+- `FusedStep` (fused_step.py): the exercise MLP anywhere else, on the Triton
+  kernels or the reference, whichever `ops_for` gives;
+- `GraphedStep` (cuda_graph.py) around the fused step: the exercise MLP on a
+  GPU, replayed from a CUDA graph;
+- `ModuleStep` (module_step.py): the nn.Module twin, `ModuleModel`, trained by
+  autograd and torch.optim.
+
+Every kind computes what the exercise's `forward`, `compute_loss`,
+`backward(compute_gradient(...))` and `update` compute one after another, up to
+the rounding of the sums. The loss stays on the device: reading it (`.item()`)
+waits for the GPU, so callers read it only when they need it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from tritonnet import feature_major
+from tritonnet.cuda_graph import GraphedStep
+from tritonnet.fused_step import FusedStep
+from tritonnet.model import MLP
+
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+CUDA_GRAPH_CHOICES = ("auto", True, False)
+
+
+def make_step(model: object, *, cuda_graph: str | bool = "auto") -> Step:
+    """The training step for `model`, a `tritonnet.MLP` or a `ModuleModel`.
+
+    `cuda_graph`: "auto" replays the exercise MLP's step from a CUDA graph where
+    the model is on a GPU; True asks for that and refuses a model it cannot graph;
+    False always runs the step eagerly.
+    """
+    if not (isinstance(cuda_graph, bool) or cuda_graph == "auto"):
+        raise ValueError(f"cuda_graph must be one of {CUDA_GRAPH_CHOICES}, got {cuda_graph!r}")
+    if isinstance(model, MLP):
+        on_gpu = model.device.type == "cuda"
+        if cuda_graph is True and not on_gpu:
+            raise ValueError(f"cuda_graph=True needs a model on a CUDA device, got one on {model.device}")
+        if on_gpu:
+            return FusedStep(model) if cuda_graph is False else GraphedStep(FusedStep(model))
+        if model.dtype in feature_major.DTYPES:
+            return feature_major.FeatureMajorStep(model, fallback=FusedStep(model))
+        return FusedStep(model)
+    # Loaded here, not above: it registers the drop-in API's torch.library ops.
+    from tritonnet.module_model import ModuleModel
+    from tritonnet.module_step import ModuleStep
+
+    if isinstance(model, ModuleModel):
+        if cuda_graph is True:
+            raise ValueError("cuda_graph=True needs a tritonnet.MLP: a ModuleModel's step runs eagerly")
+        return ModuleStep(model)
+    raise TypeError(f"model must be a tritonnet.MLP or a ModuleModel, got {type(model).__name__}")
