@@ -4,11 +4,12 @@ One epoch of the 784-512-128-10 sigmoid MLP on Fashion-MNIST, at batch 64 and
 1024, lr 0.1, gradients of the mean loss (grad_scale "batch"), shuffled every
 epoch. Every provider starts from the same seed and reads the same data,
 preloaded on the device:
-- "tritonnet": the exercise API, `tritonnet.MLP(...).train_step(x, labels,
-  keep_gradients=False)` per batch, as the trainer runs it, on the Triton
-  kernels; on a CPU it runs the reference path and is named "tritonnet-reference";
+- "tritonnet": the exercise API, `tritonnet.make_step(model, cuda_graph=False)`
+  per batch, on the Triton kernels; on a CPU it runs the reference path (the
+  feature-major step, as the trainer runs it there) and is named
+  "tritonnet-reference";
 - "tritonnet-cuda-graph", on a GPU: the same steps replayed from a CUDA graph
-  (`tritonnet.cuda_graph.GraphedTrainStep`), as the trainer runs them there;
+  (`tritonnet.GraphedStep`, make_step's choice there), as the trainer runs them;
 - "tritonnet-module": `tritonnet.module_model.ModuleModel` (the nn.Module twin,
   autograd and torch.optim.SGD), "tritonnet-module-reference" on a CPU;
 - "torch-eager": idiomatic PyTorch, nn.Sequential + F.cross_entropy + autograd +
@@ -45,9 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import exercise_style
-from tritonnet import MLP
+from tritonnet import MLP, make_step
 from tritonnet.backend import use_backend
-from tritonnet.cuda_graph import GraphedTrainStep
 from harness import (
     Environment,
     Quantiles,
@@ -129,7 +129,7 @@ def shuffled_batches(
 
 
 class ExerciseApiTrainer:
-    """Trains a model with the exercise's protocol (`train_step`, `evaluate`):
+    """Trains a model with the trainer's protocol (`make_step`, `evaluate`):
     `tritonnet.MLP` or `ModuleModel`, under one backend."""
 
     def __init__(
@@ -138,11 +138,7 @@ class ExerciseApiTrainer:
         self.model, self.backend, self.data = model, backend, data
         self.batch_size, self.limit = batch_size, limit
         self.generator = torch.Generator().manual_seed(SEED)
-        # As the trainer runs it: each layer's backward fused with its step.
-        if cuda_graph:
-            self.step = GraphedTrainStep(model)
-        else:
-            self.step = lambda x, labels: model.train_step(x, labels, keep_gradients=False)
+        self.step = make_step(model, cuda_graph=cuda_graph)
 
     def train_epoch(self) -> None:
         with use_backend(self.backend):
