@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gzip
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tritonnet import idx
 from tritonnet.idx import IDX_TYPES, IDXError, parse_idx, read_idx
 
 TYPE_CODES = {
@@ -85,7 +87,7 @@ VALID = encode_idx(sample_array(np.dtype(np.uint8), (2, 3, 4)))
         (VALID[:10], "3 dimensions takes 16 bytes, got only 10"),
         (VALID[:-1], r"needs a payload of 24 bytes, got 23 \(truncated\)"),
         (VALID[:16], r"needs a payload of 24 bytes, got 0 \(truncated\)"),
-        (VALID + b"\x00", r"needs a payload of 24 bytes, got 25 \(trailing bytes\)"),
+        (VALID + b"\x00", r"needs a payload of 24 bytes, got more \(trailing bytes\)"),
         (VALID[:3] + b"\x02" + VALID[4:], r"shape \(2, 3\) .* needs a payload of 6 bytes"),
         (VALID[:2] + b"\x0c" + VALID[3:], r"4-byte items needs a payload of 96 bytes, got 24"),
         (b"\x1f\x8b" + VALID, "not a readable gzip stream"),
@@ -134,6 +136,65 @@ def test_read_idx_names_the_file(tmp_path):
     path = tmp_path / "broken-labels-idx1-ubyte.gz"
     path.write_bytes(gzip.compress(VALID[:-1]))
     with pytest.raises(IDXError, match=f"^{path}: .*truncated"):
+        read_idx(path)
+
+
+class BoundedFile:
+    """A file that fails the test when more than `budget` bytes of it are read."""
+
+    def __init__(self, path: Path, budget: int):
+        self.file = open(path, "rb")
+        self.budget = budget
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or size > self.budget:
+            raise AssertionError(f"asked for {size} bytes with {self.budget} left to read")
+        data = self.file.read(size)
+        self.budget -= len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.file.close()
+
+
+GIGABYTE = 1 << 30
+ANNOUNCED_BYTES = 1000
+BOMB_HEADER = struct.pack(">BBBBI", 0, 0, 0x08, 1, ANNOUNCED_BYTES)
+
+
+def gzip_bomb(path: Path) -> Path:
+    """A header announcing 1,000 bytes, then 2 GiB of zeros in about 2 MiB of gzip:
+    gzip members concatenate, so one member of 1 MiB of zeros is written 2,048 times."""
+    member = gzip.compress(bytes(1 << 20), mtime=0)
+    with open(path, "wb") as file:
+        file.write(gzip.compress(BOMB_HEADER, mtime=0))
+        for _ in range(2 * GIGABYTE // (1 << 20)):
+            file.write(member)
+    return path
+
+
+def sparse_bomb(path: Path) -> Path:
+    """The same header, then 2 GiB of zeros in a sparse file: nothing on disk."""
+    with open(path, "wb") as file:
+        file.write(BOMB_HEADER)
+        file.truncate(len(BOMB_HEADER) + 2 * GIGABYTE)
+    return path
+
+
+@pytest.mark.parametrize("make_bomb", [gzip_bomb, sparse_bomb], ids=["gzip", "raw"])
+def test_data_past_the_announced_payload_is_rejected_unread(tmp_path, monkeypatch, make_bomb):
+    path = make_bomb(tmp_path / "bomb-idx1-ubyte")
+    # At most a quarter of the compressed file (gzip reads 128 KiB at a time), and
+    # a few megabytes of the raw one: never the 2 GiB that follow the header.
+    budget = (path.stat().st_size // 4) if make_bomb is gzip_bomb else 1 << 22
+    monkeypatch.setattr(idx, "open", lambda path, mode: BoundedFile(path, budget), raising=False)
+    with pytest.raises(IDXError, match=f"needs a payload of {ANNOUNCED_BYTES} bytes, got more"):
         read_idx(path)
 
 

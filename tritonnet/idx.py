@@ -15,9 +15,11 @@ The format (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT"):
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import zlib
+from typing import BinaryIO
 
 import numpy as np
 
@@ -35,6 +37,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 MAGIC_BYTES = 4
 DIMENSION_BYTES = 4
+READ_CHUNK_BYTES = 1 << 24
 
 
 class IDXError(ValueError):
@@ -48,14 +51,15 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     everything else that goes wrong: an unreadable file, a bad gzip stream, or a
     malformed IDX header or payload.
     """
+    source = os.fspath(path)
     try:
-        with open(path, "rb") as file:
-            data = file.read()
+        file = open(path, "rb")
     except FileNotFoundError:
         raise
     except OSError as error:
-        raise IDXError(f"{os.fspath(path)}: cannot read the file ({error})") from error
-    return parse_idx(data, source=os.fspath(path))
+        raise IDXError(f"{source}: cannot read the file ({error})") from error
+    with file:
+        return _load(file, source)
 
 
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -66,13 +70,33 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
-    data = bytes(data)
-    if data.startswith(GZIP_MAGIC):
-        data = _gunzip(data, source)
+    return _load(io.BytesIO(data), source)
 
-    if len(data) < MAGIC_BYTES:
-        raise IDXError(f"{source}: expected a {MAGIC_BYTES}-byte magic number, got {len(data)} bytes")
-    zeros, type_code, dimension_count = data[:2], data[2], data[3]
+
+def _load(file: BinaryIO, source: str) -> np.ndarray:
+    """Read an IDX array from the seekable binary `file`, unpacking gzip on the fly.
+
+    Reading is bounded by the header: at most the payload it announces plus one
+    byte, so a file that goes on past its payload (a small .gz can unpack to
+    gigabytes) is rejected after that one byte, not after reading it all.
+    """
+    gzipped = file.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+    file.seek(0)
+    stream = gzip.GzipFile(fileobj=file, mode="rb") if gzipped else file
+    # gzip reports a broken stream as BadGzipFile (an OSError), EOFError or zlib.error;
+    # callers see one error type instead.
+    try:
+        return _parse(stream, source)
+    except (OSError, EOFError, zlib.error) as error:
+        problem = "not a readable gzip stream" if gzipped else "cannot read the file"
+        raise IDXError(f"{source}: {problem} ({error})") from error
+
+
+def _parse(stream: BinaryIO, source: str) -> np.ndarray:
+    magic = _read_at_most(stream, MAGIC_BYTES)
+    if len(magic) < MAGIC_BYTES:
+        raise IDXError(f"{source}: expected a {MAGIC_BYTES}-byte magic number, got {len(magic)} bytes")
+    zeros, type_code, dimension_count = magic[:2], magic[2], magic[3]
     if zeros != b"\x00\x00":
         raise IDXError(f"{source}: the magic number must start with two zero bytes, got {zeros.hex()}")
     if type_code not in IDX_TYPES:
@@ -82,27 +106,28 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
         raise IDXError(f"{source}: the number of dimensions must be at least 1, got 0")
 
     header_bytes = MAGIC_BYTES + DIMENSION_BYTES * dimension_count
-    if len(data) < header_bytes:
+    sizes = _read_at_most(stream, header_bytes - MAGIC_BYTES)
+    if len(sizes) < header_bytes - MAGIC_BYTES:
         raise IDXError(
             f"{source}: a header with {dimension_count} dimensions takes {header_bytes} bytes, "
-            f"got only {len(data)}"
+            f"got only {MAGIC_BYTES + len(sizes)}"
         )
     shape = tuple(
-        int.from_bytes(data[offset:offset + DIMENSION_BYTES], "big")
-        for offset in range(MAGIC_BYTES, header_bytes, DIMENSION_BYTES)
+        int.from_bytes(sizes[offset:offset + DIMENSION_BYTES], "big")
+        for offset in range(0, len(sizes), DIMENSION_BYTES)
     )
 
     item_type = IDX_TYPES[type_code]
     # Python integers: the product of 255 dimensions of up to 2**32 cannot overflow.
     expected_bytes = math.prod(shape) * item_type.itemsize
-    payload_bytes = len(data) - header_bytes
-    if payload_bytes != expected_bytes:
-        problem = "truncated" if payload_bytes < expected_bytes else "trailing bytes"
+    payload = _read_at_most(stream, expected_bytes + 1)
+    if len(payload) != expected_bytes:
+        found = f"{len(payload)} (truncated)" if len(payload) < expected_bytes else "more (trailing bytes)"
         raise IDXError(
             f"{source}: shape {shape} of {item_type.itemsize}-byte items needs a payload of "
-            f"{expected_bytes} bytes, got {payload_bytes} ({problem})"
+            f"{expected_bytes} bytes, got {found}"
         )
-    items = np.frombuffer(data, dtype=item_type, offset=header_bytes)
+    items = np.frombuffer(payload, dtype=item_type)
     try:
         # Empty arrays pass the size check whatever their other sizes, and IDX allows
         # 255 dimensions: numpy refuses shapes too large or with too many dimensions.
@@ -113,10 +138,14 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     return array.astype(item_type.newbyteorder("="))
 
 
-def _gunzip(data: bytes, source: str) -> bytes:
-    # gzip reports a broken stream as BadGzipFile (an OSError), EOFError or zlib.error;
-    # callers see one error type instead.
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:
-        raise IDXError(f"{source}: not a readable gzip stream ({error})") from error
+def _read_at_most(stream: BinaryIO, count: int) -> bytes:
+    """`count` bytes from `stream`, fewer only where it ends. Read in chunks, so that
+    a header announcing more than the file holds costs only what the file holds."""
+    chunks = []
+    while count > 0:
+        chunk = stream.read(min(count, READ_CHUNK_BYTES))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
