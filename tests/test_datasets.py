@@ -12,6 +12,10 @@ import dataclasses
 import gzip
 import hashlib
 import http.client
+import http.server
+import os
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,6 +25,7 @@ import pytest
 import torch
 
 from test_idx import encode_idx
+from tritonnet import download
 from tritonnet.datasets import DATASETS, DatasetNotFoundError, load_dataset
 from tritonnet.idx import IDXError
 
@@ -29,6 +34,7 @@ TEST_SIZE = 4
 # float32 holds normalized pixels (|x| < 4) to about 4e-7; a few roundings add up to
 # well under 1e-6 against the float64 oracle.
 NORMALIZE_TOLERANCE = 1e-6
+REAL_URLOPEN = urllib.request.urlopen
 
 
 @pytest.fixture(autouse=True)
@@ -177,7 +183,7 @@ def test_cache_before_system_dir(tmp_path, registry):
     info = DATASETS["fashion-mnist"]
     cached = write_files(cache_folder(tmp_path, "fashion-mnist"), make_files(seed=2), info)
     write_files(tmp_path / "system" / "fashion-mnist", make_files(seed=3), info)
-    dataset = load_dataset("fashion-mnist", data_dir=tmp_path / "empty")
+    dataset = load_dataset("fashion-mnist")
     assert dataset.source == cached
     assert_loaded(dataset, make_files(seed=2), "fashion-mnist")
 
@@ -198,12 +204,53 @@ def test_system_dir_last_before_download(tmp_path, registry, isolated):
     assert isolated == []
 
 
-def test_incomplete_folder_is_skipped(tmp_path, registry):
+def test_incomplete_cache_is_skipped(tmp_path, registry):
     info = DATASETS["mnist"]
-    partial = write_files(tmp_path / "given", make_files(seed=2), info)
+    partial = write_files(cache_folder(tmp_path, "mnist"), make_files(seed=2), info)
     (partial / info.files["test_labels"].name).unlink()
     system = write_files(tmp_path / "system" / "mnist", make_files(seed=3), info)
-    assert load_dataset("mnist", data_dir=partial).source == system
+    assert load_dataset("mnist").source == system
+
+
+# A folder the user names is the only place looked in.
+
+
+@pytest.fixture
+def data_elsewhere(tmp_path, registry):
+    """Complete copies in the cache and the system folder, which a named folder hides."""
+    for name, info in DATASETS.items():
+        write_files(cache_folder(tmp_path, name), make_files(seed=3), info)
+        write_files(tmp_path / "system" / name, make_files(seed=4), info)
+
+
+@pytest.mark.parametrize("name", ["mnist", "auto"])
+@pytest.mark.parametrize("how", ["data_dir", "TRITONNET_DATA"])
+def test_named_folder_missing_a_file_fails_naming_it(tmp_path, data_elsewhere, monkeypatch, name, how):
+    info = DATASETS["mnist"]
+    given = write_files(tmp_path / "given", make_files(seed=2), info)
+    (given / info.files["test_labels"].name).unlink()
+    data_dir = given if how == "data_dir" else None
+    if how == "TRITONNET_DATA":
+        monkeypatch.setenv("TRITONNET_DATA", str(given))
+    with pytest.raises(DatasetNotFoundError) as caught:
+        load_dataset(name, data_dir=data_dir)
+    message = str(caught.value)
+    assert f"not found in {given}, named by {how}" in message
+    assert f"mnist: {given} (missing t10k-labels-idx1-ubyte, gzipped or not)" in message
+    assert f"mnist: {given / 'MNIST' / 'raw'} (no such folder)" in message
+    if name == "auto":
+        assert f"fashion-mnist: {given / 'FashionMNIST' / 'raw'} (no such folder)" in message
+    for elsewhere in (cache_folder(tmp_path, "mnist"), tmp_path / "system"):
+        assert str(elsewhere) not in message
+
+
+@pytest.mark.parametrize("how", ["data_dir", "TRITONNET_DATA"])
+def test_named_folder_that_does_not_exist_fails(tmp_path, data_elsewhere, monkeypatch, how):
+    absent = tmp_path / "absent"
+    if how == "TRITONNET_DATA":
+        monkeypatch.setenv("TRITONNET_DATA", str(absent))
+    with pytest.raises(DatasetNotFoundError, match=f"^{how}.* {absent}: no such folder$"):
+        load_dataset("mnist", data_dir=absent if how == "data_dir" else None)
 
 
 # Downloads.
@@ -245,8 +292,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path, registry, monkeypatch):
     monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(DATASETS["mnist"], mirrors=(file_url(mirror),)))
     with pytest.raises(DatasetNotFoundError, match="md5 mismatch: expected [0-9a-f]{32}, got [0-9a-f]{32}"):
         load_dataset("mnist")
-    cache = cache_folder(tmp_path, "mnist")
-    assert not cache.exists() or list(cache.iterdir()) == []
+    assert not cache_folder(tmp_path, "mnist").exists()
 
 
 class CutConnection:
@@ -255,7 +301,7 @@ class CutConnection:
     def __init__(self, data: bytes):
         self.chunks = [data[: len(data) // 2]]
 
-    def read(self, size: int) -> bytes:
+    def read1(self, size: int) -> bytes:
         if self.chunks:
             return self.chunks.pop()
         raise http.client.IncompleteRead(b"")
@@ -277,8 +323,65 @@ def test_partial_download_leaves_nothing(tmp_path, registry, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", cut_urlopen)
     with pytest.raises(DatasetNotFoundError, match="download failed: .*IncompleteRead"):
         load_dataset("mnist")
+    assert not cache_folder(tmp_path, "mnist").exists()
+
+
+class TricklingHandler(http.server.BaseHTTPRequestHandler):
+    """Announces 1,000 bytes, then sends one every 20 ms: 20 s, were it let finish."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        try:
+            for _ in range(1000):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(0.02)
+        except OSError:  # the client gave up
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def trickling_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TricklingHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_download_stops_at_its_deadline(tmp_path, registry, monkeypatch, trickling_server):
+    monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(DATASETS["mnist"], mirrors=(trickling_server,)))
+    monkeypatch.setattr(urllib.request, "urlopen", REAL_URLOPEN)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setattr(download, "DOWNLOAD_DEADLINE_SECONDS", 0.3)
+    with pytest.raises(DatasetNotFoundError, match=r"download failed: .*stopped: a download may take at most 0\.3 s"):
+        load_dataset("mnist")
+    assert not cache_folder(tmp_path, "mnist").exists()
+
+
+def test_leftovers_of_a_killed_download_go_at_the_next_start(tmp_path, registry):
     cache = cache_folder(tmp_path, "mnist")
-    assert not cache.exists() or list(cache.iterdir()) == []
+    cache.mkdir(parents=True)
+    stale = cache / ".train-images-idx3-ubyte.gz.k1x2y3z4.tmp"
+    running = cache / ".t10k-labels-idx1-ubyte.gz.a1b2c3d4.tmp"  # another process's, still going
+    for path in (stale, running):
+        path.write_bytes(b"part of a file")
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    empty = cache_folder(tmp_path, "fashion-mnist")  # what a failed download left
+    empty.mkdir()
+    write_files(tmp_path / "system" / "mnist", make_files(seed=2), DATASETS["mnist"])
+    load_dataset("mnist")
+    assert not stale.exists() and running.exists()
+    assert not empty.exists()
 
 
 def test_download_false_never_opens_a_url(registry, isolated):
@@ -318,23 +421,16 @@ def test_not_found_lists_every_place(tmp_path, registry, monkeypatch):
     offline = ("https://unreachable.invalid/",)
     for name in DATASETS:
         monkeypatch.setitem(DATASETS, name, dataclasses.replace(DATASETS[name], mirrors=offline))
-    given = tmp_path / "given"
-    write_files(given, make_files(seed=2), DATASETS["mnist"])
-    (given / "train-labels-idx1-ubyte.gz").unlink()
+    partial = write_files(cache_folder(tmp_path, "mnist"), make_files(seed=2), DATASETS["mnist"])
+    (partial / "train-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DatasetNotFoundError) as caught:
-        load_dataset("auto", data_dir=given)
+        load_dataset("auto")
     message = str(caught.value)
-    for name, torchvision_folder in (("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")):
-        for place in (
-            given,
-            given / name,
-            given / torchvision_folder / "raw",
-            cache_folder(tmp_path, name),
-            tmp_path / "system" / name,
-        ):
+    for name in DATASETS:
+        for place in (cache_folder(tmp_path, name), tmp_path / "system" / name):
             assert f"{name}: {place} (" in message
-    assert f"mnist: {given} (missing train-labels-idx1-ubyte, gzipped or not)" in message
-    assert "mnist: download failed: https://unreachable.invalid/train-images-idx3-ubyte.gz" in message
+    assert f"mnist: {partial} (missing train-labels-idx1-ubyte, gzipped or not)" in message
+    assert "mnist: download failed: https://unreachable.invalid/train-labels-idx1-ubyte.gz" in message
     assert "fashion-mnist: no download" in message
     for advice in ("TRITONNET_DATA", "--data-dir", "apt-get install dataset-fashion-mnist"):
         assert advice in message

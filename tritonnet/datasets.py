@@ -4,13 +4,17 @@
 exercise normalizes MNIST. The trainer slices batches out of them, so there is no
 per-sample Dataset or DataLoader on the hot path.
 
-Where the files are looked for, in order, for one dataset:
-1. the `data_dir` argument, else the TRITONNET_DATA environment variable: the
-   files directly in it, in `<dir>/<dataset>/`, or in torchvision's layout
-   `<dir>/MNIST/raw/` (`<dir>/FashionMNIST/raw/`);
-2. the cache, `$XDG_CACHE_HOME/tritonnet/<dataset>` (default `~/.cache`);
-3. system folders, such as Debian's dataset-fashion-mnist package;
-4. a download from the dataset's mirrors into the cache, when `download` is set.
+Where the files are looked for, for one dataset:
+- A folder the user names, the `data_dir` argument (the CLI's --data-dir), else
+  the TRITONNET_DATA environment variable, is the only place looked in, as
+  torchvision does with an explicit root: the files directly in it, in
+  `<dir>/<dataset>/`, or in torchvision's layout `<dir>/MNIST/raw/`
+  (`<dir>/FashionMNIST/raw/`). When they are not there, loading fails and says
+  which are missing; it never falls back to other data.
+- Otherwise, in order: the cache, `$XDG_CACHE_HOME/tritonnet/<dataset>` (default
+  `~/.cache`); system folders, such as Debian's dataset-fashion-mnist package;
+  and a download from the dataset's mirrors into the cache (`tritonnet.download`),
+  when `download` is set.
 Each file may be gzipped or not. Files are found by name and then checked by
 structure (counts, 28x28 images, labels in 0..9); only downloads are checked
 against an md5, because Debian recompressed its .gz files and their md5s differ.
@@ -18,45 +22,22 @@ against an md5, because Debian recompressed its .gz files and their md5s differ.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from tritonnet import checks
-from tritonnet.files import atomic_write
+from tritonnet.download import DownloadError, RemoteFile, download_files, remove_leftovers
 from tritonnet.idx import read_idx
 
 FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
 IMAGE_SHAPE = (28, 28)
 CLASS_COUNT = 10
-
-# Seconds each network operation (connecting, each read) may wait. Downloads stop
-# at the first file that no mirror gives, so an offline attempt costs at most
-# this times the number of mirrors, and usually far less (DNS fails at once).
-DOWNLOAD_TIMEOUT_SECONDS = 5.0
-DOWNLOAD_CHUNK_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One of a dataset's files: its name on the mirrors, and the md5 of that .gz."""
-
-    name: str
-    md5: str
-
-    @property
-    def stem(self) -> str:
-        """The name without `.gz`, as torchvision and others store it unpacked."""
-        return self.name.removesuffix(".gz")
-
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -130,14 +111,14 @@ HOW_TO_PROVIDE = (
     "download them when online, or install Debian's package: apt-get install "
     "dataset-fashion-mnist."
 )
+HOW_TO_PROVIDE_NAMED = (
+    "Put the four IDX files (gzipped or not) there, or name no folder (neither "
+    "--data-dir nor TRITONNET_DATA) to use the cache, the system folders or a download."
+)
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """No complete copy of the dataset was found anywhere, and none could be downloaded."""
-
-
-class DownloadError(OSError):
-    """A file could not be fetched from a mirror, or did not match its md5."""
+    """No complete copy of the dataset where it was looked for, and none downloaded."""
 
 
 @dataclass
@@ -170,72 +151,98 @@ def load_dataset(
 
     `name` is "mnist", "fashion-mnist" or "auto". `limit_train` and `limit_test`
     keep at most the first so many samples, for tests and smoke runs.
-    Raises DatasetNotFoundError, listing every place it looked, when no copy is
-    found; IDXError or ValueError when a file found is malformed.
+    Raises DatasetNotFoundError, listing every place it looked and what was
+    missing there, when no complete copy is found; IDXError or ValueError when a
+    file found is malformed.
     """
     checks.check_choice("name", name, DATASET_NAMES)
     for limit_name, limit in (("limit_train", limit_train), ("limit_test", limit_test)):
         if limit is not None:
             checks.check_positive_int(limit_name, limit)
+    for info in DATASETS.values():
+        remove_leftovers(cache_dir(info), info.files.values())
+    named = named_data_dir(data_dir)
+    if named is not None and not named.path.is_dir():
+        raise DatasetNotFoundError(f"{named.named_by} {named.path}: no such folder")
 
     attempts: list[str] = []
-    if name == "auto":
-        for candidate in AUTO_ORDER:
-            # Only the preferred dataset is worth a download; offline, that attempt
-            # fails fast and the next dataset is used where it is on disk.
-            allow_download = download and candidate == AUTO_ORDER[0]
-            folder = find_dataset(DATASETS[candidate], data_dir, allow_download, attempts)
-            if folder is not None:
-                return _load_from(DATASETS[candidate], folder, limit_train, limit_test)
-    else:
-        folder = find_dataset(DATASETS[name], data_dir, download, attempts)
+    # "auto" downloads only the preferred dataset; offline, that attempt fails fast
+    # and the next dataset is used where it is on disk.
+    candidates = AUTO_ORDER if name == "auto" else (name,)
+    for candidate in candidates:
+        allow_download = download and candidate == candidates[0]
+        folder = find_dataset(DATASETS[candidate], named, allow_download, attempts)
         if folder is not None:
-            return _load_from(DATASETS[name], folder, limit_train, limit_test)
+            return _load_from(DATASETS[candidate], folder, limit_train, limit_test)
 
     listing = "\n".join(f"  - {attempt}" for attempt in attempts)
-    raise DatasetNotFoundError(f"dataset {name!r} not found. Tried:\n{listing}\n{HOW_TO_PROVIDE}")
+    if named is None:
+        raise DatasetNotFoundError(f"dataset {name!r} not found. Tried:\n{listing}\n{HOW_TO_PROVIDE}")
+    raise DatasetNotFoundError(
+        f"dataset {name!r} not found in {named.path}, named by {named.named_by}, the only place looked in "
+        f"when a folder is named. Tried:\n{listing}\n{HOW_TO_PROVIDE_NAMED}"
+    )
+
+
+class NamedFolder(NamedTuple):
+    """A data folder the user named, and what named it, for messages."""
+
+    named_by: str
+    path: Path
+
+
+def named_data_dir(data_dir: str | os.PathLike | None) -> NamedFolder | None:
+    """The folder the user named: `data_dir`, else TRITONNET_DATA; None if neither."""
+    if data_dir is not None:
+        return NamedFolder("data_dir (--data-dir)", Path(data_dir).expanduser())
+    from_environment = os.environ.get("TRITONNET_DATA")
+    if from_environment:
+        return NamedFolder("TRITONNET_DATA", Path(from_environment).expanduser())
+    return None
 
 
 def find_dataset(
     info: DatasetInfo,
-    data_dir: str | os.PathLike | None,
+    named: NamedFolder | None,
     download: bool,
     attempts: list[str],
 ) -> Path | None:
-    """The first folder holding all of the dataset's files, downloading as a last resort.
+    """The first folder holding all of the dataset's files: in the named folder
+    alone when there is one, else the cache and the system folders, downloading as
+    a last resort.
 
     Each place tried and why it failed is appended to `attempts`, for the
     not-found message.
     """
-    for folder in candidate_dirs(info, data_dir):
+    for folder in candidate_dirs(info, named):
         if not folder.is_dir():
             attempts.append(f"{info.name}: {folder} (no such folder)")
             continue
-        missing = [role for role in FILE_ROLES if _find_file(folder, info.files[role]) is None]
+        missing = [role for role in FILE_ROLES if info.files[role].find_in(folder) is None]
         if not missing:
             return folder
         names = ", ".join(info.files[role].stem for role in missing)
         attempts.append(f"{info.name}: {folder} (missing {names}, gzipped or not)")
+    if named is not None:
+        return None
     if not download:
         attempts.append(f"{info.name}: no download (download=False)")
         return None
+    folder = cache_dir(info)
     try:
-        return download_dataset(info)
+        download_files((info.files[role] for role in FILE_ROLES), info.mirrors, folder)
     except DownloadError as error:
         attempts.append(f"{info.name}: download failed: {error}")
         return None
+    return folder
 
 
-def candidate_dirs(info: DatasetInfo, data_dir: str | os.PathLike | None) -> list[Path]:
+def candidate_dirs(info: DatasetInfo, named: NamedFolder | None) -> list[Path]:
     """The folders to search for `info`'s files, in look-up order."""
-    folders = []
-    root = data_dir if data_dir is not None else os.environ.get("TRITONNET_DATA")
-    if root:
-        root = Path(root).expanduser()
-        folders += [root, root / info.name, root / info.torchvision_folder / "raw"]
-    folders.append(cache_dir(info))
-    folders += [Path(system_dir) for system_dir in info.system_dirs]
-    return folders
+    if named is not None:
+        root = named.path
+        return [root, root / info.name, root / info.torchvision_folder / "raw"]
+    return [cache_dir(info), *(Path(system_dir) for system_dir in info.system_dirs)]
 
 
 def cache_dir(info: DatasetInfo) -> Path:
@@ -244,59 +251,8 @@ def cache_dir(info: DatasetInfo) -> Path:
     return Path(cache_root) / "tritonnet" / info.name
 
 
-def _find_file(folder: Path, remote: RemoteFile) -> Path | None:
-    for file_name in (remote.stem, remote.name):
-        path = folder / file_name
-        if path.is_file():
-            return path
-    return None
-
-
-def download_dataset(info: DatasetInfo) -> Path:
-    """Download the files missing from the cache; returns the cache folder.
-
-    Each file is written to a temporary file beside its final name, checked against
-    its md5, then renamed into place (`atomic_write`), so the cache never holds a
-    partial or unverified file. A file already in the cache was put there this way.
-    """
-    folder = cache_dir(info)
-    for role in FILE_ROLES:
-        remote = info.files[role]
-        if _find_file(folder, remote) is not None:
-            continue
-        failures = []
-        for mirror in info.mirrors:
-            url = mirror + remote.name
-            try:
-                _download_file(url, folder / remote.name, remote.md5)
-                break
-            except DownloadError as error:
-                failures.append(f"{url}: {error}")
-        else:
-            raise DownloadError("; ".join(failures) or "no mirrors")
-    return folder
-
-
-def _download_file(url: str, destination: Path, md5: str) -> None:
-    digest = hashlib.md5()
-    # atomic_write drops its temporary file when the block raises, so a failed,
-    # cut or mismatched download leaves nothing behind.
-    with atomic_write(destination) as temporary:
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
-                while chunk := response.read(DOWNLOAD_CHUNK_BYTES):
-                    digest.update(chunk)
-                    temporary.write(chunk)
-        # URLError, HTTPError and socket timeouts are OSErrors; a connection cut
-        # mid-transfer surfaces as http.client.IncompleteRead, an HTTPException.
-        except (OSError, http.client.HTTPException) as error:
-            raise DownloadError(str(error) or type(error).__name__) from error
-        if digest.hexdigest() != md5:
-            raise DownloadError(f"md5 mismatch: expected {md5}, got {digest.hexdigest()}")
-
-
 def _load_from(info: DatasetInfo, folder: Path, limit_train: int | None, limit_test: int | None) -> Dataset:
-    arrays = {role: read_idx(_find_file(folder, info.files[role])) for role in FILE_ROLES}
+    arrays = {role: read_idx(info.files[role].find_in(folder)) for role in FILE_ROLES}
     sizes = {"train": info.train_size, "test": info.test_size}
     for split, size in sizes.items():
         _check_images(f"{folder / info.files[f'{split}_images'].stem}", arrays[f"{split}_images"], size)
