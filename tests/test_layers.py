@@ -86,6 +86,73 @@ def test_softmax_is_stable_for_large_logits(backend):
     torch.testing.assert_close(probabilities.double(), torch.softmax(logits.double(), dim=1), **FP32_TOLERANCE)
 
 
+def test_softmax_of_no_classes_is_empty(backend):
+    # torch.softmax's answer: there is nothing to normalize.
+    for shape in ((4, 0), (0, 3)):
+        logits = torch.empty(shape, device=TEST_DEVICE)
+        probabilities = tritonnet.Softmax(logits)
+        assert probabilities.shape == shape
+        torch.testing.assert_close(probabilities, torch.softmax(logits, dim=1))
+
+
+# Tensors that require grad: the exercise API computes its gradients itself and
+# reads them as plain tensors. The oracle is the same calls on detached copies.
+
+
+def requiring_grad(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().clone().requires_grad_()
+
+
+def test_layers_read_tensors_that_require_grad_as_plain_ones(backend):
+    x = torch.randn(4, 6, device=TEST_DEVICE)
+    grad_output = torch.randn(4, 5, device=TEST_DEVICE)
+    torch.manual_seed(1)
+    plain = tritonnet.Linear(6, 5, 4, device=TEST_DEVICE)
+    torch.manual_seed(1)
+    tracked = tritonnet.Linear(6, 5, 4, device=TEST_DEVICE)
+    tracked.weight, tracked.bias = requiring_grad(tracked.weight), requiring_grad(tracked.bias)
+
+    outputs = [layer.forward(value) for layer, value in ((plain, x), (tracked, requiring_grad(x)))]
+    grad_inputs = [layer.backward(value) for layer, value in ((plain, grad_output), (tracked, requiring_grad(grad_output)))]
+    for layer in (plain, tracked):
+        layer.update()
+    for expected, actual in (outputs, grad_inputs, (plain.weight, tracked.weight), (plain.bias, tracked.bias)):
+        torch.testing.assert_close(actual.detach(), expected)
+    assert not outputs[1].requires_grad and not grad_inputs[1].requires_grad
+
+    sigmoid = tritonnet.Sigmoid(6, 4)
+    expected = sigmoid.forward(x)
+    output = sigmoid.forward(requiring_grad(x))
+    torch.testing.assert_close(output, expected)
+    torch.testing.assert_close(sigmoid.backward(requiring_grad(x)), sigmoid.backward(x))
+    probabilities = tritonnet.Softmax(requiring_grad(x))
+    torch.testing.assert_close(probabilities, tritonnet.Softmax(x))
+    assert not output.requires_grad and not probabilities.requires_grad
+
+
+def test_mlp_reads_tensors_that_require_grad_as_plain_ones(backend):
+    sizes = (6, 5, 4)
+    x = torch.randn(4, 6, device=TEST_DEVICE)
+    labels = torch.tensor([0, 3, 1, 2], device=TEST_DEVICE)
+    onehot = torch.nn.functional.one_hot(labels, 4).float()
+    torch.manual_seed(2)
+    plain = tritonnet.MLP(4, 0.1, sizes, device=TEST_DEVICE)
+    torch.manual_seed(2)
+    tracked = tritonnet.MLP(4, 0.1, sizes, device=TEST_DEVICE)
+    for linear in tracked.linears:
+        linear.weight.requires_grad_()
+        linear.bias.requires_grad_()
+
+    for model, value in ((plain, x), (tracked, requiring_grad(x))):
+        probabilities = model.forward(value)
+        model.backward(tritonnet.compute_gradient(onehot, probabilities))
+        model.update()
+        tritonnet.make_step(model)(value, labels)
+    assert not probabilities.requires_grad
+    for expected, actual in zip(plain.state_dict().values(), tracked.state_dict().values()):
+        torch.testing.assert_close(actual, expected)
+
+
 def test_compute_loss_and_gradient_against_autograd():
     logits = torch.randn(16, 10, dtype=torch.float64, requires_grad=True)
     target = torch.randint(0, 10, (16,))

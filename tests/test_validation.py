@@ -80,6 +80,7 @@ CATALOG = [
     ("make_step not a model", lambda: tritonnet.make_step(tritonnet.Linear(6, 5, 4)), TypeError, r"model must be a tritonnet.MLP.*Linear"),
     ("MLP backward before forward", lambda: mlp().backward(torch.zeros(4, 4)), RuntimeError, r"before forward"),
     ("load_state_dict missing key", lambda: mlp().load_state_dict({}), ValueError, r"linears.0.weight"),
+    ("load_state_dict non-tensor value", lambda: mlp().load_state_dict(dict.fromkeys(mlp().state_dict(), 1.0)), TypeError, r"state\['linears.0.weight'\] must be a torch.Tensor, got float"),
     ("set_backend unknown", lambda: tritonnet.set_backend("cuda"), ValueError, r"backend.*'cuda'"),
     ("load_dataset unknown", lambda: load_dataset("cifar10"), ValueError, r"name.*'cifar10'"),
     ("load_dataset limit 0", lambda: load_dataset("fashion-mnist", limit_train=0), ValueError, r"limit_train.*0"),

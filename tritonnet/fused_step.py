@@ -84,6 +84,7 @@ class FusedStep:
             self.workspaces[rows] = workspace
         return workspace
 
+    @torch.no_grad()  # the exercise API's step: tensors that require grad are read as plain ones
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         model = self.model
         x, labels = checks.check_batch(x, labels, model.linears[0].weight, model.sizes[0], model.sizes[-1])

@@ -5,6 +5,12 @@ explicit `forward`/`backward`/`update`, no autograd) and run every operation
 through `tritonnet.backend.ops_for`, so the same code trains on Triton kernels on a
 GPU and on the PyTorch reference on a CPU.
 
+No autograd: the layers compute their gradients themselves, so `Linear`, `Sigmoid`,
+`Softmax` and `MLP` run under `torch.no_grad()`. Inputs and weights that require
+grad are read as plain tensors, and no output requires grad, on either backend.
+(`compute_loss` and `compute_gradient` are torch expressions and follow autograd.)
+For autograd through the network, use the drop-in modules of `tritonnet.nn`.
+
 Gradient normalization, `grad_scale`:
     The gradient fed to `MLP.backward` is `compute_gradient(t, p) = p - t`, the
     gradient of the *summed* cross-entropy over the batch. Each `Linear.backward`
@@ -77,11 +83,13 @@ class Linear:
         checks.check_same_dtype(**{name: tensor, "weight": self.weight})
         return tensor
 
+    @torch.no_grad()
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Save `input` `[batch, in_features]` and return `input @ weight + bias`."""
         self.input = self._check_input("input", input, self.in_features)
         return ops_for(input, self.weight).linear_forward(input, self.weight, self.bias)
 
+    @torch.no_grad()
     def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
         """Set `grad_weight` and `grad_bias` (scaled by `grad_scale`); return `grad_input`."""
         if self.input is None:
@@ -95,6 +103,7 @@ class Linear:
         )
         return grad_input
 
+    @torch.no_grad()
     def update(self) -> None:
         """One SGD step: `weight -= lr * grad_weight`, `bias -= lr * grad_bias`."""
         if self.grad_weight is None:
@@ -118,11 +127,13 @@ class Sigmoid:
         self.batch_size = checks.check_positive_int("batch_size", batch_size)
         self.output: torch.Tensor | None = None
 
+    @torch.no_grad()
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         input = checks.check_matrix("input", input, cols=self.in_features)
         self.output = ops_for(input).sigmoid_forward(input)
         return self.output
 
+    @torch.no_grad()
     def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
         if self.output is None:
             raise RuntimeError("Sigmoid.backward called before forward")
@@ -138,6 +149,7 @@ class Sigmoid:
         return f"Sigmoid(in_features={self.in_features})"
 
 
+@torch.no_grad()
 def Softmax(input: torch.Tensor) -> torch.Tensor:
     """Row-wise softmax of `[batch, classes]`, stable for any logits (the row max is
     subtracted first; the exercise's version overflows above about 88)."""

@@ -79,6 +79,7 @@ class MLP:
     def _scale(self, linear: Linear, rows: int) -> float:
         return gradient_scale(self.grad_scale, rows, linear.in_features)
 
+    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities `[batch, classes]` for inputs `[batch, sizes[0]]`."""
         x = self._check_input(x)
@@ -94,6 +95,7 @@ class MLP:
 
     __call__ = forward
 
+    @torch.no_grad()
     def backward(self, gradient: torch.Tensor) -> None:
         """Backpropagate `gradient = p - t` from the softmax output to every layer.
 
@@ -123,6 +125,7 @@ class MLP:
             if index > 0:
                 activation, output = "sigmoid", self.sigmoids[index - 1].output
 
+    @torch.no_grad()
     def update(self) -> None:
         """One SGD step on every Linear."""
         for linear in self.linears:
@@ -162,6 +165,7 @@ class MLP:
                 if key not in state:
                     raise ValueError(f"state is missing {key!r}")
                 target = getattr(linear, name)
+                checks.check_tensor(f"state[{key!r}]", state[key])
                 if tuple(state[key].shape) != tuple(target.shape):
                     raise ValueError(
                         f"state[{key!r}] has shape {tuple(state[key].shape)}, "

@@ -200,6 +200,8 @@ def softmax(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
 
     A row whose entries are all -inf gives NaN, as torch.softmax does.
     """
+    if x.numel() == 0:  # nothing to normalize, and amax cannot reduce an empty row
+        return _store(x.clone(), out)
     x32 = _at_least_fp32(x)
     shifted = x32 - x32.amax(dim=1, keepdim=True)
     exp = shifted.exp_()
