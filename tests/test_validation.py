@@ -49,6 +49,8 @@ CATALOG = [
     ("Linear batch_size bool", lambda: tritonnet.Linear(6, 5, True), ValueError, r"batch_size.*True"),
     ("Linear negative lr", lambda: tritonnet.Linear(6, 5, 4, lr=-0.1), ValueError, r"lr.*-0\.1"),
     ("Linear nan lr", lambda: tritonnet.Linear(6, 5, 4, lr=float("nan")), ValueError, r"lr.*nan"),
+    ("Linear lr past float32", lambda: tritonnet.Linear(6, 5, 4, lr=1e308), ValueError, r"lr must be at most 3.40282e\+38 for torch.float32 weights, got 1e\+308"),
+    ("MLP lr past float16", lambda: tritonnet.MLP(4, 1e5, SIZES, dtype=torch.float16), ValueError, r"lr must be at most 65504 for torch.float16 weights, got 100000"),
     ("Linear unknown grad_scale", lambda: tritonnet.Linear(6, 5, 4, grad_scale="mean"), ValueError, r"grad_scale.*'mean'"),
     ("Linear integer dtype", lambda: tritonnet.Linear(6, 5, 4, dtype=torch.int32), TypeError, r"dtype.*int32"),
     ("forward 1-D input", lambda: linear().forward(torch.randn(6)), ValueError, r"input.*2-D.*\(6,\)"),

@@ -103,9 +103,13 @@ def check_positive_int(name: str, value: object) -> int:
     return value
 
 
-def check_learning_rate(name: str, value: object) -> float:
+def check_learning_rate(name: str, value: object, dtype: torch.dtype | None = None) -> float:
+    """A finite number >= 0; with `dtype`, one that the weights' dtype can hold,
+    since the SGD step multiplies by it in that dtype."""
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if dtype is not None and value > torch.finfo(dtype).max:
+        raise ValueError(f"{name} must be at most {torch.finfo(dtype).max:g} for {dtype} weights, got {value!r}")
     return float(value)
 
 

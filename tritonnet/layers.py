@@ -66,10 +66,10 @@ class Linear:
         self.in_features = checks.check_positive_int("in_features", in_features)
         self.out_features = checks.check_positive_int("out_features", out_features)
         self.batch_size = checks.check_positive_int("batch_size", batch_size)
-        self.lr = checks.check_learning_rate("lr", lr)
         self.grad_scale = checks.check_choice("grad_scale", grad_scale, GRAD_SCALES)
         if dtype not in checks.FLOAT_DTYPES:
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+        self.lr = checks.check_learning_rate("lr", lr, dtype)
         std = math.sqrt(1.0 / in_features)
         self.weight = (torch.randn(in_features, out_features, device="cpu") * std).to(device=device, dtype=dtype)
         self.bias = (torch.randn(out_features, device="cpu") * std).to(device=device, dtype=dtype)
