@@ -5,11 +5,14 @@ does not stop the others, and each starts with empty torch.compile and autotunin
 caches. The kernel benchmarks print "skipped: needs CUDA" without a GPU; the
 training benchmark runs anywhere.
 
-`main(argv)` is also what `tritonnet bench` calls. benchmarks/ is not an installed
-package, so this file imports nothing from it and can be loaded by its path.
+`tritonnet bench` runs this file from the checkout it is started in. Its flags are
+defined in tritonnet/bench_flags.py, for both. Results and figures go to
+runs/bench/ under the current folder, unless --committed-results asks for the
+checkout's benchmarks/results/ and figures/.
 
     python benchmarks/run.py [--quick | --smoke] [--benchmarks linear,softmax,output_layer,training]
                              [--synthetic] [--results-dir DIR] [--figures-dir DIR] [--no-figures]
+                             [--committed-results]
 """
 
 from __future__ import annotations
@@ -20,58 +23,27 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tritonnet.bench_flags import OUTPUT_DIR, add_bench_flags, check_bench_flags
+
 BENCHMARKS_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("linear", "softmax", "output_layer", "training")
-
-
-def _benchmark_names(text: str) -> list[str]:
-    names = [name for name in text.split(",") if name]
-    unknown = [name for name in names if name not in BENCHMARKS]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown benchmarks {unknown}; choose from {list(BENCHMARKS)}"
-        )
-    return names
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    arguments = argparse.ArgumentParser(
-        prog="benchmarks/run.py", description=__doc__.splitlines()[0]
-    )
-    size = arguments.add_mutually_exclusive_group()
-    size.add_argument(
-        "--quick",
-        action="store_true",
-        help="the reduced set (about 2 minutes of kernels on an H100)",
-    )
-    size.add_argument(
-        "--smoke",
-        action="store_true",
-        help="the smallest run of every code path; numbers mean nothing",
-    )
-    arguments.add_argument(
-        "--benchmarks",
-        type=_benchmark_names,
-        default=list(BENCHMARKS),
-        help=f"comma-separated, from {','.join(BENCHMARKS)} (default: all)",
-    )
-    arguments.add_argument(
-        "--synthetic", action="store_true", help="train on random data instead of Fashion-MNIST"
-    )
-    arguments.add_argument(
-        "--results-dir", type=Path, default=None, help="default benchmarks/results"
-    )
-    arguments.add_argument("--figures-dir", type=Path, default=None, help="default figures/")
-    arguments.add_argument("--no-figures", action="store_true", help="skip drawing the figures")
+    arguments = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.splitlines()[0])
+    add_bench_flags(arguments)
     parsed = arguments.parse_args(argv)
+    check_bench_flags(arguments, parsed)
+    if parsed.committed_results:
+        parsed.results_dir = BENCHMARKS_DIR / "results"
+        parsed.figures_dir = BENCHMARKS_DIR.parent / "figures"
     if parsed.smoke:
         # A smoke run's numbers mean nothing: they go to a temporary folder unless
         # told otherwise, never next to real results or figures.
         scratch = Path(tempfile.mkdtemp(prefix="tritonnet-smoke-"))
         parsed.results_dir = parsed.results_dir or scratch / "results"
         parsed.figures_dir = parsed.figures_dir or scratch / "figures"
-    parsed.results_dir = parsed.results_dir or BENCHMARKS_DIR / "results"
-    parsed.figures_dir = parsed.figures_dir or BENCHMARKS_DIR.parent / "figures"
+    parsed.results_dir = parsed.results_dir or OUTPUT_DIR / "results"
+    parsed.figures_dir = parsed.figures_dir or OUTPUT_DIR / "figures"
     return parsed
 
 
@@ -98,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         failed.append("plot")
     if _run("report.py", results) != 0:
         failed.append("report")
+    figures = "" if arguments.no_figures else f", figures in {arguments.figures_dir}"
+    print(f"results in {arguments.results_dir}{figures}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -6,8 +6,12 @@ CPU reference path, the way a user runs them.
 
 from __future__ import annotations
 
+import errno
+import importlib.util
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,8 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import tritonnet
+from tritonnet import datasets
 from tritonnet.checkpoint import load_checkpoint
 from tritonnet.cli import main
+from tritonnet.datasets import Dataset
+
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(
@@ -82,29 +91,6 @@ def assert_same_parameters(first: Path, second: Path) -> None:
         assert torch.equal(a[key], b[key]), f"{key} differs"
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["train", "--lr", "-0.1"], "--lr"),
-        (["train", "--lr", "nan"], "--lr"),
-        (["train", "--batch-size", "0"], "--batch-size"),
-        (["train", "--epochs", "two"], "--epochs"),
-        (["train", "--dataset", "cifar"], "--dataset"),
-        (["train", "--backend", "cuda"], "--backend"),
-        (["train", "--grad-scale", "mean"], "--grad-scale"),
-        (["sweep", "--lrs", "1,x"], "--lrs"),
-        (["fly"], "invalid choice"),
-        (["train", "--bogus"], "--bogus"),
-    ],
-)
-def test_bad_flags_exit_2_without_traceback(args, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert message in error and "Traceback" not in error
-
-
 def test_info_names_versions_and_backend(capsys):
     assert main(["info"]) == 0
     output = capsys.readouterr().out
@@ -112,11 +98,116 @@ def test_info_names_versions_and_backend(capsys):
     assert "backend 'auto' picks:" in output
 
 
-def test_bench_hands_its_flags_to_the_benchmark_runner(tmp_path, capsys):
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"tritonnet {tritonnet.__version__}\n"
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "bench"])
+def test_help_gives_every_flag_a_line_and_its_default(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # no help text wraps
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    # Each flag's entry: its line ("  --flag ..."), and its help on a deeper-indented
+    # line where the flag's name is long.
+    entries: list[str] = []
+    for line in lines[lines.index("options:") + 1:]:
+        if line.startswith("  -"):
+            entries.append(line.strip())
+        elif line.startswith("    ") and entries:
+            entries[-1] += " " + line.strip()
+    flags = [entry for entry in entries if not entry.startswith("-h, --help")]
+    assert len(flags) >= 8
+    for entry in flags:
+        described, _, default = entry.partition(" (default: ")
+        assert default.endswith(")") and len(described.split()) >= 4, entry  # flag, metavar, some words
+
+
+def test_bench_help_lists_the_benchmark_runners_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    output = capsys.readouterr().out
+    for flag in ("--quick", "--smoke", "--benchmarks", "--synthetic", "--results-dir", "--figures-dir",
+                 "--no-figures", "--committed-results"):
+        assert flag in output
+
+
+def load_benchmark_runner():
+    spec = importlib.util.spec_from_file_location("benchmarks_run", REPOSITORY / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_writes_into_a_folder_of_its_own_unless_told_to_commit():
+    runner = load_benchmark_runner()
+    default = runner.parse_arguments([])
+    assert (default.results_dir, default.figures_dir) == (Path("runs/bench/results"), Path("runs/bench/figures"))
+    committed = runner.parse_arguments(["--committed-results"])
+    assert committed.results_dir == REPOSITORY / "benchmarks" / "results"
+    assert committed.figures_dir == REPOSITORY / "figures"
+    for clash in (["--smoke"], ["--results-dir", "elsewhere"]):
+        with pytest.raises(SystemExit) as exit_info:
+            runner.parse_arguments(["--committed-results", *clash])
+        assert exit_info.value.code == 2
+
+
+def test_bench_hands_its_flags_to_the_benchmark_runner(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPOSITORY)
     code = main(["bench", "--smoke", "--benchmarks", "training", "--synthetic", "--no-figures",
                  "--results-dir", str(tmp_path)])
     assert code == 0
     assert (tmp_path / "training.csv").read_text().startswith("benchmark,provider,mode")
+
+
+def test_bench_outside_a_checkout_says_how_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "run from a source checkout" in error and "`tritonnet bench` in the root of a tritonnet checkout" in error
+
+
+def tiny_dataset(*args, **kwargs) -> Dataset:
+    """Ten training and four test images: enough for a one-epoch run in no time."""
+    generator = torch.Generator().manual_seed(0)
+    return Dataset(
+        name="tiny",
+        train_images=torch.randn(10, 784, generator=generator),
+        train_labels=torch.arange(10),
+        test_images=torch.randn(4, 784, generator=generator),
+        test_labels=torch.arange(4),
+        mean=0.0,
+        std=1.0,
+        source=Path("tiny"),
+    )
+
+
+class FullDisk(io.FileIO):
+    """A file on a full disk: every write fails as the OS fails it."""
+
+    def write(self, data) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def full_disk_fdopen(fd: int, mode: str, **kwargs):
+    raw = FullDisk(fd, "wb")
+    return raw if "b" in mode else io.TextIOWrapper(raw, **kwargs)
+
+
+def test_a_full_disk_names_the_file_and_the_reason(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(datasets, "load_dataset", tiny_dataset)
+    monkeypatch.setattr(os, "fdopen", full_disk_fdopen)  # what atomic_write writes through
+    out = tmp_path / "run"
+    code = main(["train", "--epochs", "1", "--batch-size", "5", "--backend", "reference", "--no-progress",
+                 "--out", str(out)])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert re.search(rf"tritonnet: error: \[Errno {errno.ENOSPC}\] No space left on device: '{out}/\S+'", error)
+    assert "inline_container" not in error and "Traceback" not in error
 
 
 def test_missing_dataset_is_one_clear_line(tmp_path):

@@ -2,16 +2,23 @@
 
 Every case must raise the documented exception type with a message that names the
 argument and says what came in: never a crash inside a kernel, a hang, or a
-silently wrong answer.
+silently wrong answer. The command line's catalog follows: each bad flag exits
+with 2 and names the flag, before any training starts.
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 import tritonnet
 from conftest import TEST_DEVICE
+from test_cli import tiny_dataset
+from tritonnet import datasets
+from tritonnet.cli import main
 from tritonnet.datasets import load_dataset
 from tritonnet.fused_step import FusedStep
 
@@ -98,6 +105,60 @@ def test_bad_input_is_named(call, exception, pattern):
 
 def test_catalog_is_large_enough():
     assert len(CATALOG) >= 20
+
+
+A_FILE = str(Path(__file__))
+
+CLI_CATALOG = [
+    # (case, arguments, message pattern)
+    ("lr negative", ["train", "--lr", "-0.1"], r"argument --lr: expected a positive number .* got '-0.1'"),
+    ("lr nan", ["train", "--lr", "nan"], r"argument --lr: .*got 'nan'"),
+    ("lr past float32", ["train", "--lr", "1e308"], r"argument --lr: expected a positive number up to 3.40282e\+38 \(float32 weights\), got '1e308'"),
+    ("batch size 0", ["train", "--batch-size", "0"], r"argument --batch-size: expected a positive integer up to 2147483647, got '0'"),
+    ("batch size huge", ["train", "--batch-size", "99999999999999999999999"], r"argument --batch-size: .*got '99999999999999999999999'"),
+    ("batch larger than the training set", ["train", "--batch-size", "11"], r"argument --batch-size: 11 is larger than the training set \(10 images\)"),
+    ("sweep batch larger than the training set", ["sweep", "--batch-size", "64"], r"argument --batch-size: 64 is larger than the training set"),
+    ("epochs a word", ["train", "--epochs", "two"], r"argument --epochs: .*got 'two'"),
+    ("seed a float", ["train", "--seed", "1e23"], r"argument --seed: expected an integer from -9223372036854775808 to 18446744073709551615, got '1e23'"),
+    ("seed past 64 bits", ["train", "--seed", str(2**64)], r"argument --seed: .*got '18446744073709551616'"),
+    ("limit-train 0", ["train", "--limit-train", "0"], r"argument --limit-train: .*got '0'"),
+    ("dataset unknown", ["train", "--dataset", "cifar"], r"argument --dataset: invalid choice: 'cifar'"),
+    ("backend unknown", ["train", "--backend", "cuda"], r"argument --backend: invalid choice: 'cuda'"),
+    ("grad-scale unknown", ["train", "--grad-scale", "mean"], r"argument --grad-scale: invalid choice: 'mean'"),
+    ("out empty", ["train", "--out", ""], r"argument --out: expected a folder, got an empty string"),
+    ("sweep out empty", ["sweep", "--out", ""], r"argument --out: expected a folder, got an empty string"),
+    ("out a file", ["train", "--out", A_FILE], rf"argument --out: {A_FILE} is not a folder"),
+    ("out under a file", ["train", "--out", f"{A_FILE}/run"], rf"argument --out: {A_FILE} is not a folder"),
+    ("figures-dir empty", ["train", "--figures-dir", ""], r"argument --figures-dir: expected a folder"),
+    ("figures-dir a file", ["train", "--figures-dir", A_FILE], rf"argument --figures-dir: {A_FILE} is not a folder"),
+    ("sweep figures-dir a file", ["sweep", "--figures-dir", A_FILE], rf"argument --figures-dir: {A_FILE} is not a folder"),
+    ("data-dir empty", ["train", "--data-dir", ""], r"argument --data-dir: expected a folder"),
+    ("lrs not a number", ["sweep", "--lrs", "1,x"], r"argument --lrs: .*got 'x'"),
+    ("lrs repeated", ["sweep", "--lrs", "0.1,0.5,0.1"], r"argument --lrs: 0.1 is given twice"),
+    ("lrs sharing a folder", ["sweep", "--lrs", "0.1,0.1000001"], r"argument --lrs: 0.1 and 0.1000001 would share lr_0.1"),
+    ("lrs empty", ["sweep", "--lrs", ","], r"argument --lrs: expected a comma-separated list"),
+    ("bench unknown benchmark", ["bench", "--benchmarks", "gemm"], r"argument --benchmarks: expected names from linear,softmax,output_layer,training, got 'gemm'"),
+    ("bench quick and smoke", ["bench", "--quick", "--smoke"], r"argument --smoke: not allowed with argument --quick"),
+    ("unknown command", ["fly"], r"invalid choice: 'fly'"),
+    ("unknown flag", ["train", "--bogus"], r"unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize("arguments,pattern", [c[1:] for c in CLI_CATALOG], ids=[c[0] for c in CLI_CATALOG])
+def test_bad_flag_exits_2_naming_it(arguments, pattern, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(datasets, "load_dataset", tiny_dataset)
+    out = tmp_path / "run"
+    if arguments[0] in ("train", "sweep"):
+        arguments = [*arguments, "--no-progress"]
+        arguments += [] if "--out" in arguments else ["--out", str(out)]
+        arguments += [] if "--backend" in arguments else ["--backend", "reference"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert re.search(pattern, error), error
+    assert "Traceback" not in error
+    assert not out.exists(), "nothing runs before the flags are checked"
 
 
 def test_empty_batch_gives_empty_outputs(backend):

@@ -3,22 +3,25 @@
     tritonnet train --epochs 30 --batch-size 64 --lr 0.1 --out runs/main
     tritonnet sweep --lrs 1,0.5,0.25,0.01,0.001 --epochs 30 --out runs/sweep
     tritonnet info
-    tritonnet bench --quick
+    tritonnet bench --quick          # in the root of a source checkout
 
-Bad flags or values give an argparse error (exit code 2); a run that cannot
-start (no data set found, a checkpoint from another run) prints one line and
-exits with 1. Neither prints a traceback.
+Bad flags or values give an argparse error naming the flag (exit code 2): those
+that need the file system or the data (`tritonnet.flags`) are checked before
+training starts. A run that cannot start (no data set found, a checkpoint from
+another run) or a disk error prints one line and exits with 1. Neither prints a
+traceback. `docs/cli.md` describes every flag.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from tritonnet import __version__, flags
 from tritonnet.backend import BACKENDS
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -26,87 +29,86 @@ API_CHOICES = ("exercise", "module")
 EXERCISE_SWEEP = "1,0.5,0.25,0.01,0.001"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _learning_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
-def _learning_rates(text: str) -> list[float]:
-    rates = [_learning_rate(part.strip()) for part in text.split(",") if part.strip()]
-    if not rates:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of rates, got {text!r}")
-    return rates
-
-
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     from tritonnet.datasets import DATASET_NAMES
     from tritonnet.layers import GRAD_SCALES
 
-    parser.add_argument("--epochs", type=_positive_int, default=30)
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--epochs", type=flags.positive_int, default=30,
+                        help="passes over the training set (default: %(default)s)")
+    parser.add_argument("--batch-size", type=flags.positive_int, default=64,
+                        help="images per SGD step, at most the training set (default: %(default)s)")
     parser.add_argument(
         "--grad-scale",
         choices=GRAD_SCALES,
         default="batch",
         help="how weight gradients are normalized: by the batch rows (the mean loss), "
-        "by in_features (the report's solution), or not at all (default: batch)",
+        "by in_features (the report's solution), or not at all (default: %(default)s)",
     )
-    parser.add_argument("--dataset", choices=DATASET_NAMES, default="auto")
-    parser.add_argument("--data-dir", help="folder with the IDX files (else TRITONNET_DATA, the cache, system dirs, a download)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default="auto",
+                        help="auto: MNIST where it is found or can be downloaded, else Fashion-MNIST "
+                        "where it is on disk (default: %(default)s)")
+    parser.add_argument("--data-dir", type=flags.folder,
+                        help="the only folder to look in for the IDX files (default: TRITONNET_DATA if set, "
+                        "else the cache, the system folders, then a download)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="Triton kernels, the PyTorch reference, or auto: Triton where it can run "
+                        "on the device, else the reference (default: %(default)s)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="auto: cuda where a GPU is available, else cpu (default: %(default)s)")
+    parser.add_argument("--seed", type=flags.seed, default=1,
+                        help="seeds the initial weights and the batch order (default: %(default)s)")
     parser.add_argument("--api", choices=API_CHOICES, default="exercise",
-                        help="the exercise's layer classes, or the nn.Module twin with torch.optim.SGD")
-    parser.add_argument("--limit-train", type=_positive_int, help="use only the first N training images")
-    parser.add_argument("--limit-test", type=_positive_int, help="use only the first N test images")
-    parser.add_argument("--figures-dir", help="where the figures go (default: the --out folder)")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+                        help="the exercise's layer classes, or the nn.Module twin with torch.optim.SGD "
+                        "(default: %(default)s)")
+    parser.add_argument("--limit-train", type=flags.positive_int,
+                        help="use only the first N training images (default: all)")
+    parser.add_argument("--limit-test", type=flags.positive_int,
+                        help="use only the first N test images (default: all)")
+    parser.add_argument("--figures-dir", type=flags.folder, help="where the figures go (default: the --out folder)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint in --out (default: off)")
     parser.add_argument("--allow-nonfinite", action="store_true",
-                        help="go on when the loss becomes NaN or infinite, instead of stopping")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+                        help="go on when the loss becomes NaN or infinite, instead of stopping (default: off)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (default: a bar on stderr)")
     parser.add_argument("--no-cuda-graphs", action="store_true",
                         help="on a GPU, launch every kernel from Python instead of replaying "
-                        "each training step from a CUDA graph (same numbers, slower)")
+                        "each training step from a CUDA graph: same numbers, slower (default: off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tritonnet.bench_flags import add_bench_flags
+
     parser = argparse.ArgumentParser(
         prog="tritonnet", description="The exercise MLP, trained on fused Triton kernels."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train the MLP and draw its loss and accuracy figures")
     _add_run_flags(train)
-    train.add_argument("--lr", type=_learning_rate, default=0.1)
-    train.add_argument("--out", default="runs/train", help="folder for history, checkpoint and figures")
+    train.add_argument("--lr", type=flags.learning_rate, default=0.1,
+                       help="the SGD learning rate (default: %(default)s)")
+    train.add_argument("--out", type=flags.folder, default="runs/train",
+                       help="folder for history, checkpoint and figures (default: %(default)s)")
 
     sweep = commands.add_parser("sweep", help="train once per learning rate and compare test accuracy")
     _add_run_flags(sweep)
-    sweep.add_argument("--lrs", type=_learning_rates, default=_learning_rates(EXERCISE_SWEEP))
-    sweep.add_argument("--out", default="runs/sweep", help="folder with one sub-folder per learning rate")
+    sweep.add_argument("--lrs", type=flags.learning_rates, default=EXERCISE_SWEEP,
+                       help="comma-separated learning rates, each trained into <out>/lr_<rate> "
+                       "(default: %(default)s)")
+    sweep.add_argument("--out", type=flags.folder, default="runs/sweep",
+                       help="folder with one sub-folder per learning rate (default: %(default)s)")
 
     commands.add_parser("info", help="versions, the CUDA device, the backend 'auto' picks")
 
-    commands.add_parser(
+    bench = commands.add_parser(
         "bench",
-        help="run the benchmark scripts (from a source checkout); other flags go to benchmarks/run.py",
+        help="run the benchmarks of the source checkout in the current folder",
+        description="Run benchmarks/run.py of the tritonnet checkout in the current folder: "
+        "the benchmarks ship with the source, not the installed package.",
     )
+    add_bench_flags(bench)
     return parser
 
 
@@ -150,12 +152,20 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _check_folders(args: argparse.Namespace) -> None:
+    flags.check_writable_folder("--out", args.out)
+    if args.figures_dir is not None:
+        flags.check_writable_folder("--figures-dir", args.figures_dir)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from tritonnet.plots import plot_history
     from tritonnet.trainer import train
 
     device = _device(args.device)
+    _check_folders(args)
     dataset = _load_data(args)
+    flags.check_batch_size(args.batch_size, len(dataset.train_images))
     out = Path(args.out)
     result = train(_config(args, args.lr), dataset, out, device=device, resume=args.resume, log=_log)
     if result.history:
@@ -182,12 +192,14 @@ def _run_sweep(args: argparse.Namespace) -> int:
     from tritonnet.trainer import train
 
     device = _device(args.device)
+    _check_folders(args)
     dataset = _load_data(args)
+    flags.check_batch_size(args.batch_size, len(dataset.train_images))
     out = Path(args.out)
     histories = {}
     for lr in args.lrs:
         _log(f"learning rate {lr:g}")
-        run_out = out / f"lr_{lr:g}"
+        run_out = out / flags.sweep_folder(lr)
         resume = args.resume and (run_out / "checkpoint.pt").is_file()
         result = train(_config(args, lr), dataset, run_out, device=device, resume=resume, log=_log)
         if result.interrupted:
@@ -239,30 +251,27 @@ def _run_info() -> int:
     return 0
 
 
-def _run_bench(bench_args: list[str]) -> int:
-    import importlib.util
-
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+def _run_bench(bench_argv: list[str]) -> int:
+    """Run the checkout's benchmarks/run.py with the flags given, in a process of its own."""
+    script = Path("benchmarks") / "run.py"
     if not script.is_file():
         raise RuntimeError(
-            f"the benchmarks ship with the source checkout, not the installed package: no {script}"
+            "the benchmarks run from a source checkout, not the installed package: run "
+            f"`tritonnet bench` in the root of a tritonnet checkout (no {script} in {Path.cwd()})"
         )
-    spec = importlib.util.spec_from_file_location("tritonnet_benchmarks_run", script)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(script.parent))
-    spec.loader.exec_module(module)
-    return module.main(bench_args) or 0
+    try:
+        return subprocess.run([sys.executable, str(script), *bench_argv]).returncode
+    except KeyboardInterrupt:  # the benchmarks got it too, and stopped
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # `bench` hands its flags to benchmarks/run.py, which parses them itself.
-    args, bench_args = parser.parse_known_args(argv)
-    if bench_args and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(bench_args)}")
+    args = parser.parse_args(argv)
     from tritonnet.backend import set_backend
 
-    if args.command not in ("info", "bench"):
+    if args.command in ("train", "sweep"):
         set_backend(args.backend)
     try:
         if args.command == "train":
@@ -271,7 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_sweep(args)
         if args.command == "info":
             return _run_info()
-        return _run_bench(bench_args)
+        return _run_bench(argv[argv.index("bench") + 1:])
+    except flags.FlagError as error:
+        parser.exit(2, f"{parser.prog} {args.command}: error: argument {error.flag}: {error}\n")
     except (RuntimeError, ValueError, OSError) as error:
         print(f"tritonnet: error: {error}", file=sys.stderr)
         return 1

@@ -5,6 +5,11 @@ goes through `atomic_write`: the data goes to a temporary file in the same folde
 is flushed and fsynced, then renamed over the target, and the folder is fsynced so
 the rename itself survives a power cut. A crash at any point leaves the previous
 file intact and at worst a stray temporary file, which is removed when possible.
+
+A disk error while writing (a full disk, a quota, an I/O error) is raised as an
+OSError that names the target file and the OS's reason, also where the writer
+reported it as an error of its own (torch.save raises a RuntimeError about
+`inline_container.cc`, with the OSError as its context).
 """
 
 from __future__ import annotations
@@ -46,8 +51,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        disk_error = error if isinstance(error, OSError) else error.__context__
+        # An errno without a file name: a write, flush or fsync of the temporary file.
+        if isinstance(disk_error, OSError) and disk_error.errno is not None and disk_error.filename is None:
+            raise OSError(disk_error.errno, disk_error.strerror, str(target)) from error
         raise
     _fsync_directory(target.parent)
