@@ -1,7 +1,9 @@
 """The `tritonnet` command: flags, files written, and surviving SIGKILL and Ctrl-C.
 
-Runs that train go through a real subprocess on a Fashion-MNIST subset, on the
-CPU reference path, the way a user runs them.
+Runs that train on a Fashion-MNIST subset go through a real subprocess, on the
+CPU reference path, the way a user runs them; the checks of flags and disk errors
+run in this process on a tiny dataset. The catalog of bad flags is in
+test_validation.py.
 """
 
 from __future__ import annotations

@@ -138,6 +138,7 @@ CLI_CATALOG = [
     ("lrs sharing a folder", ["sweep", "--lrs", "0.1,0.1000001"], r"argument --lrs: 0.1 and 0.1000001 would share lr_0.1"),
     ("lrs empty", ["sweep", "--lrs", ","], r"argument --lrs: expected a comma-separated list"),
     ("bench unknown benchmark", ["bench", "--benchmarks", "gemm"], r"argument --benchmarks: expected names from linear,softmax,output_layer,training, got 'gemm'"),
+    ("bench results-dir empty", ["bench", "--results-dir", ""], r"argument --results-dir: expected a folder, got an empty string"),
     ("bench quick and smoke", ["bench", "--quick", "--smoke"], r"argument --smoke: not allowed with argument --quick"),
     ("unknown command", ["fly"], r"invalid choice: 'fly'"),
     ("unknown flag", ["train", "--bogus"], r"unrecognized arguments: --bogus"),

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tritonnet import flags
+
 BENCHMARKS = ("linear", "softmax", "output_layer", "training")
 OUTPUT_DIR = Path("runs") / "bench"
 
@@ -25,6 +27,10 @@ def _benchmark_names(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"expected names from {','.join(BENCHMARKS)}, got {text!r}")
     return names
+
+
+def _folder(text: str) -> Path:
+    return Path(flags.folder(text))
 
 
 def add_bench_flags(parser: argparse.ArgumentParser) -> None:
@@ -48,10 +54,10 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
         "--synthetic", action="store_true", help="train on random data instead of Fashion-MNIST (default: off)"
     )
     parser.add_argument(
-        "--results-dir", type=Path, help=f"where <benchmark>.csv is appended to (default: {OUTPUT_DIR / 'results'})"
+        "--results-dir", type=_folder, help=f"where <benchmark>.csv is appended to (default: {OUTPUT_DIR / 'results'})"
     )
     parser.add_argument(
-        "--figures-dir", type=Path, help=f"where the figures are drawn (default: {OUTPUT_DIR / 'figures'})"
+        "--figures-dir", type=_folder, help=f"where the figures are drawn (default: {OUTPUT_DIR / 'figures'})"
     )
     parser.add_argument("--no-figures", action="store_true", help="skip drawing the figures (default: off)")
     parser.add_argument(
