@@ -32,24 +32,22 @@ class FlagError(ValueError):
         self.flag = flag
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 0 < value <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"expected a positive integer up to {MAX_COUNT}, got {text!r}")
-    return value
-
-
-def seed(text: str) -> int:
+def _integer(text: str, low: int, high: int, expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = None
-    if value is None or not MIN_SEED <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected an integer from {MIN_SEED} to {MAX_SEED}, got {text!r}")
+    if value is None or not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1, MAX_COUNT, f"a positive integer up to {MAX_COUNT}")
+
+
+def seed(text: str) -> int:
+    return _integer(text, MIN_SEED, MAX_SEED, f"an integer from {MIN_SEED} to {MAX_SEED}")
 
 
 def learning_rate(text: str) -> float:
