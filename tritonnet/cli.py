@@ -70,7 +70,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="go on when the loss becomes NaN or infinite, instead of stopping (default: off)")
     parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar (default: a bar on stderr)")
+                        help="no progress bar (default: off)")
     parser.add_argument("--no-cuda-graphs", action="store_true",
                         help="on a GPU, launch every kernel from Python instead of replaying "
                         "each training step from a CUDA graph: same numbers, slower (default: off)")
