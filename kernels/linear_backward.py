@@ -30,51 +30,115 @@ dot products. With fp16 or bf16 operands, dz is rounded to their dtype for the
 tensor-core dot, as the forward's inputs are; the bias gradient is summed from
 the fp32 dz. It rides along in kernel 2, which already loads every dz tile (see
 there), and `scale` is applied once in the epilogue.
+
+Split-K. dw has few tiles (784 x 512 is 28 tiles of 128 x 128), and each of them
+reduces over the whole batch: at a large batch the GPU's SMs would mostly idle
+while a few programs walk thousands of rows. Kernel 2 can therefore split the
+batch into `splits` runs of `rows_per_split` rows, a third grid axis: each
+program writes the fp32 partial sums of its run (dw and db, unscaled) to a
+workspace `[splits, K + 1, N]` (row K holds db), and kernel 3
+(`linear_weight_gradient_reduce_kernel`) adds the partials in a fixed order,
+split 0 first, scales them, rounds them to the gradient's dtype and stores them.
+A fixed order makes the result the same on every run; atomics would add in the
+order the programs finish in. The launcher decides the split
+(`weight_gradient_splits`).
 """
 
 import triton
 import triton.language as tl
 
-from tritonnet.kernels.tiling import grouped_tile
+from tritonnet.kernels.tiling import ALIGNED, UNALIGNED, grouped_tile
 
-# Kernel 1 is a forward-shaped GEMM (output dx [M, K], reduction over N). Its
-# configs name the tile of dx, BLOCK_M x BLOCK_K, and the reduction step BLOCK_N:
-# a wide tile for the 784- and 512-wide dx of big batches, BLOCK_N = 16 for the
-# 10-wide reduction of the output layer, and small tiles for small batches. The
-# sigmoid prologue keeps dy and y tiles in registers beside the dot's operands,
-# so the 128-row tiles the forward uses spill here; these do not (sm_80 and
-# sm_90, fp32 "ieee" and "tf32", bf16, with w contiguous or the transposed view
-# of an `[N, K]` tensor; see tests/test_linear_backward.py). With the transposed
-# w, the fp32 "ieee" builds spilled at 8 warps for the wide tile and at 4 stages
-# for the small ones.
-WIDE_INPUT_TILES = triton.Config(
-    {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 128, "GROUP_M": 8}, num_stages=3, num_warps=16
-)
-LINEAR_BACKWARD_INPUT_CONFIGS = [
-    WIDE_INPUT_TILES,
+# Tiles for each alignment class (tiling.ALIGNED, UNALIGNED); every config
+# compiles without spills for sm_80 and sm_90 (tests/test_linear_backward.py).
+# docs/kernels.md has how they were chosen.
+#
+# Kernel 1 is a forward-shaped GEMM: the configs name the tile of dx,
+# BLOCK_M x BLOCK_K, and the reduction step BLOCK_N. Its sigmoid prologue keeps dy
+# and y tiles in registers beside the dot's operands, so its tiles are smaller
+# than the forward's.
+LINEAR_BACKWARD_INPUT_UNALIGNED_CONFIGS = [
+    # The 784- and 512-wide dx of big batches; also the fixed config.
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 128, "GROUP_M": 8}, num_stages=3, num_warps=16),
+    # BLOCK_N 16 for the 10-wide reduction of the output layer.
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=2, num_warps=4),
+    # Small batches: more programs.
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8}, num_stages=2, num_warps=4),
 ]
+LINEAR_BACKWARD_INPUT_ALIGNED_CONFIGS = [
+    # Tensor-core tile of dx, the fixed config: in two stages its TF32 build fits sm_80's shared memory.
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}, num_stages=2, num_warps=8),
+    # The same tile with a shorter reduction step and deeper pipeline.
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 128, "GROUP_M": 8}, num_stages=4, num_warps=8),
+    # Half the tile, for batches of about 1024 (on 4 warps its bf16 build spilled on sm_80).
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}, num_stages=3, num_warps=8),
+]
+LINEAR_BACKWARD_INPUT_CONFIGS = {
+    ALIGNED: LINEAR_BACKWARD_INPUT_ALIGNED_CONFIGS,
+    UNALIGNED: LINEAR_BACKWARD_INPUT_UNALIGNED_CONFIGS,
+}
 
-# Kernel 2 reduces over the batch (M, up to 16384) into a dw of at most 784 x 512
-# that has few tiles, so its tiles are mid-sized: more tiles, more programs to
-# fill the GPU. BLOCK_M, the reduction step, stays at 32: on the CUDA cores
-# (fp32 "ieee") a 64-row step with the sigmoid prologue spills. BLOCK_N = 16
-# fits the 10-class output layer. No spills, as for kernel 1; the 64 x 32 tile
-# of dw takes 8 warps, as on 4 its fp32 "ieee" build spilled 72 bytes on sm_90.
-MID_WEIGHT_TILES = triton.Config({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 64}, num_stages=3, num_warps=8)
-LINEAR_BACKWARD_WEIGHT_CONFIGS = [
-    MID_WEIGHT_TILES,
+# Kernel 2 reduces over the batch (M, up to 16384) into a dw of few tiles; its
+# configs name the tile of dw, BLOCK_K x BLOCK_N, and the reduction step BLOCK_M.
+LINEAR_BACKWARD_WEIGHT_UNALIGNED_CONFIGS = [
+    # The mid tile, also the fixed config: more tiles, more programs; 8 warps, as on 4 it spilled.
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 64}, num_stages=3, num_warps=8),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64}, num_stages=3, num_warps=8),
+    # BLOCK_N 16 for the 10-class output layer.
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 64}, num_stages=4, num_warps=4),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}, num_stages=4, num_warps=4),
 ]
+LINEAR_BACKWARD_WEIGHT_ALIGNED_CONFIGS = [
+    # Tensor-core tile of dw; a 64-row step with 3 stages took 263 KB of shared memory in TF32.
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 128}, num_stages=4, num_warps=8),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128}, num_stages=2, num_warps=8),
+    # A quarter of the tile, four times the programs (the 512 x 128 layer has 4 big tiles); the fixed config.
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_stages=3, num_warps=4),
+]
+LINEAR_BACKWARD_WEIGHT_CONFIGS = {
+    ALIGNED: LINEAR_BACKWARD_WEIGHT_ALIGNED_CONFIGS,
+    UNALIGNED: LINEAR_BACKWARD_WEIGHT_UNALIGNED_CONFIGS,
+}
 
-# The CPU interpreter runs the programs one after another, and every step of a
-# program's loop costs milliseconds of Python: it takes the largest tiles of
-# each list, which still leave partial blocks at the tests' odd shapes.
-LINEAR_BACKWARD_INPUT_INTERPRETER_CONFIG = WIDE_INPUT_TILES
-LINEAR_BACKWARD_WEIGHT_INTERPRETER_CONFIG = MID_WEIGHT_TILES
+# The config each class runs without autotuning: in Triton's CPU interpreter (which
+# runs programs one after another, so few big tiles are fastest) and under
+# TRITONNET_AUTOTUNE=0.
+LINEAR_BACKWARD_INPUT_FIXED_CONFIGS = {
+    ALIGNED: LINEAR_BACKWARD_INPUT_ALIGNED_CONFIGS[0],
+    UNALIGNED: LINEAR_BACKWARD_INPUT_UNALIGNED_CONFIGS[0],
+}
+LINEAR_BACKWARD_WEIGHT_FIXED_CONFIGS = {
+    ALIGNED: LINEAR_BACKWARD_WEIGHT_ALIGNED_CONFIGS[2],
+    UNALIGNED: LINEAR_BACKWARD_WEIGHT_UNALIGNED_CONFIGS[0],
+}
+
+# Kernel 3 is memory-bound, like the SGD step: one fixed config moving a few
+# 16-byte vectors per thread.
+WEIGHT_GRADIENT_REDUCE_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4)
+
+# When to split kernel 2's reduction (see `weight_gradient_splits`).
+SPLIT_MIN_ROWS = 512  # rows of the batch each split reduces, at least
+SPLIT_ROWS_MULTIPLE = 128  # a split's rows are whole steps of every config's BLOCK_M
+SPLIT_TILE = 128  # the dw tile the program count is reckoned in (the aligned configs')
+
+
+def weight_gradient_splits(rows: int, in_features: int, out_features: int, processors: int) -> tuple[int, int]:
+    """`(splits, rows_per_split)` for kernel 2 over a batch of `rows`.
+
+    How it was derived. Unsplit, kernel 2 has one program per 128 x 128 tile of dw
+    (28 for 784 x 512): the batch is split until the programs fill the
+    `processors` (SMs) once, but never into runs shorter than SPLIT_MIN_ROWS,
+    where the partial sums' round trip through memory (4 bytes per element of dw
+    per split) would outweigh the programs gained. Runs are rounded up to
+    SPLIT_ROWS_MULTIPLE, so no program ends on a partial step; `splits` is then
+    recounted so that no split is empty. Not yet timed on a GPU.
+    """
+    tiles = max(triton.cdiv(in_features, SPLIT_TILE) * triton.cdiv(out_features, SPLIT_TILE), 1)
+    splits = max(1, min(triton.cdiv(processors, tiles), rows // SPLIT_MIN_ROWS))
+    if splits == 1:
+        return 1, rows
+    rows_per_split = triton.cdiv(triton.cdiv(rows, splits), SPLIT_ROWS_MULTIPLE) * SPLIT_ROWS_MULTIPLE
+    return triton.cdiv(rows, rows_per_split), rows_per_split
 
 
 @triton.jit
@@ -180,9 +244,12 @@ def linear_backward_weight_kernel(
     stride_dyn,
     stride_ym,
     stride_yn,
+    stride_dws,
     stride_dwk,
     stride_dwn,
+    stride_dbs,
     stride_db,
+    rows_per_split,
     scale,
     HAS_BIAS: tl.constexpr,
     ACTIVATION: tl.constexpr,
@@ -191,7 +258,8 @@ def linear_backward_weight_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """One `[BLOCK_K, BLOCK_N]` tile of `dw = scale * x^T @ dz`, and of db.
+    """One `[BLOCK_K, BLOCK_N]` tile of `dw = scale * x^T @ dz`, and of db, over one
+    run of `rows_per_split` rows of the batch.
 
     Args:
         x_ptr: the forward's input x `[M, K]`, strides `(stride_xm, stride_xk)`;
@@ -199,15 +267,19 @@ def linear_backward_weight_kernel(
         dy_ptr: dy `[M, N]`, strides `(stride_dym, stride_dyn)`.
         y_ptr: the forward's output y `[M, N]`, strides `(stride_ym, stride_yn)`;
             read only for the sigmoid (None otherwise).
-        dw_ptr: dw `[K, N]`, strides `(stride_dwk, stride_dwn)`.
-        db_ptr: db `[N]`, stride `stride_db`; written only if HAS_BIAS (None otherwise).
-        scale: the fp32 factor of dw and db.
+        dw_ptr: dw `[splits, K, N]`, strides `(stride_dws, stride_dwk, stride_dwn)`:
+            unsplit, the gradient itself (one split, stride_dws unused); split,
+            the fp32 partial sums.
+        db_ptr: db `[splits, N]`, strides `(stride_dbs, stride_db)`; written only if
+            HAS_BIAS (None otherwise).
+        rows_per_split: the rows each split reduces (M when unsplit).
+        scale: the fp32 factor of dw and db (1 for partial sums).
         HAS_BIAS: whether to compute db.
         ACTIVATION: "none" or "sigmoid".
         INPUT_PRECISION: `tl.dot`'s input_precision for fp32 operands.
         BLOCK_K, BLOCK_N: the tile of dw; BLOCK_M: the reduction step over rows.
 
-    The grid is 2-D, (K tiles, N tiles). dw has few tiles (at most 784 x 512
+    The grid is (K tiles, N tiles, splits). dw has few tiles (at most 784 x 512
     in the exercise), so they all run in one wave and read the same rows of x
     and dz at about the same time; a grouped order would add nothing.
 
@@ -219,23 +291,28 @@ def linear_backward_weight_kernel(
     # int64 ids keep the offsets below exact past 2**31 elements.
     pid_k = tl.program_id(axis=0).to(tl.int64)
     pid_n = tl.program_id(axis=1).to(tl.int64)
+    # The split's first row moves the base pointers (in int64), so that the row
+    # offsets within it stay int32, as unsplit: fewer registers.
+    split = tl.program_id(axis=2)
+    split_rows = tl.minimum(rows_per_split, M - split * rows_per_split)
+    row_start = split.to(tl.int64) * rows_per_split
 
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     mask_k = offs_k < K
     mask_n = offs_n < N
-    x_t_ptrs = x_ptr + offs_k[:, None] * stride_xk + offs_m[None, :] * stride_xm
-    dy_ptrs = dy_ptr + offs_m[:, None] * stride_dym + offs_n[None, :] * stride_dyn
+    x_t_ptrs = x_ptr + row_start * stride_xm + offs_k[:, None] * stride_xk + offs_m[None, :] * stride_xm
+    dy_ptrs = dy_ptr + row_start * stride_dym + offs_m[:, None] * stride_dym + offs_n[None, :] * stride_dyn
     y_ptrs = dy_ptrs  # not read without activation
     if ACTIVATION == "sigmoid":
-        y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
+        y_ptrs = y_ptr + row_start * stride_ym + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
     is_bias_program = pid_k == 0
 
     accumulator = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
     bias_accumulator = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    for m in range(0, tl.cdiv(M, BLOCK_M)):
-        mask_m = offs_m < M - m * BLOCK_M
+    for m in range(0, tl.cdiv(split_rows, BLOCK_M)):
+        mask_m = offs_m < split_rows - m * BLOCK_M
         mask_dz = mask_m[:, None] & mask_n[None, :]
         dz = load_dz(dy_ptrs, y_ptrs, mask_dz, ACTIVATION)
         if ACTIVATION == "sigmoid":
@@ -248,20 +325,87 @@ def linear_backward_weight_kernel(
         x_t_ptrs += BLOCK_M * stride_xm
         dy_ptrs += BLOCK_M * stride_dym
 
-    dw_ptrs = dw_ptr + offs_k[:, None] * stride_dwk + offs_n[None, :] * stride_dwn
+    dw_ptrs = dw_ptr + split * stride_dws + offs_k[:, None] * stride_dwk + offs_n[None, :] * stride_dwn
     dw = (accumulator * scale).to(dw_ptr.dtype.element_ty)
     tl.store(dw_ptrs, dw, mask=mask_k[:, None] & mask_n[None, :])
     if HAS_BIAS:
         if is_bias_program:
             db = (bias_accumulator * scale).to(db_ptr.dtype.element_ty)
-            tl.store(db_ptr + offs_n * stride_db, db, mask=mask_n)
+            tl.store(db_ptr + split * stride_dbs + offs_n * stride_db, db, mask=mask_n)
 
 
-# The key holds INPUT_PRECISION: "ieee" and "tf32" run on different units (CUDA
-# cores, tensor cores), so the best tile for one is no guide to the other.
-linear_backward_input_autotuned = triton.autotune(configs=LINEAR_BACKWARD_INPUT_CONFIGS, key=["M", "N", "K", "INPUT_PRECISION"])(
-    linear_backward_input_kernel
-)
-linear_backward_weight_autotuned = triton.autotune(
-    configs=LINEAR_BACKWARD_WEIGHT_CONFIGS, key=["M", "N", "K", "INPUT_PRECISION"]
-)(linear_backward_weight_kernel)
+@triton.jit
+def reduce_block(
+    partial_ptr, stride_split, out_ptr, numel, cols, splits, stride_row, stride_col, scale, block,
+    BLOCK: tl.constexpr,
+):
+    """The `block`-th BLOCK of one gradient from its partial sums: `splits` runs of
+    `numel` contiguous fp32 values, `stride_split` apart, added split by split,
+    scaled, rounded to out's dtype and stored into out `[numel // cols, cols]`,
+    strides `(stride_row, stride_col)`."""
+    offsets = block * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < numel
+    partial_ptrs = partial_ptr + offsets
+    total = tl.zeros((BLOCK,), dtype=tl.float32)
+    for _ in range(0, splits):
+        total += tl.load(partial_ptrs, mask=mask, other=0.0)
+        partial_ptrs += stride_split
+    out_ptrs = out_ptr + (offsets // cols) * stride_row + (offsets % cols) * stride_col
+    tl.store(out_ptrs, (total * scale).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def linear_weight_gradient_reduce_kernel(
+    partial_ptr,
+    dw_ptr,
+    db_ptr,
+    K,
+    N,
+    splits,
+    stride_dwk,
+    stride_dwn,
+    stride_db,
+    scale,
+    HAS_BIAS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """Kernel 3: dw and db from kernel 2's partial sums.
+
+    Args:
+        partial_ptr: the partial sums `[splits, K + 1, N]`, fp32, contiguous: rows
+            0 to K - 1 of each split are dw's, row K is db's.
+        dw_ptr: dw `[K, N]`, strides `(stride_dwk, stride_dwn)`.
+        db_ptr: db `[N]`, stride `stride_db`; written only if HAS_BIAS.
+        scale: the fp32 factor of dw and db.
+        BLOCK: elements per program.
+
+    A 1-D grid of BLOCK-element programs: the first cover dw, the rest db, as in
+    the SGD kernel (`sgd.py`). Each element's splits are added in order, split 0
+    first: the same sums in the same order on every run.
+    """
+    # int64 ids keep the offsets below exact past 2**31 elements.
+    pid = tl.program_id(axis=0).to(tl.int64)
+    weight_numel = K * N
+    weight_programs = tl.cdiv(weight_numel, BLOCK)
+    stride_split = weight_numel + N
+    if pid < weight_programs:
+        reduce_block(partial_ptr, stride_split, dw_ptr, weight_numel, N, splits, stride_dwk, stride_dwn, scale, pid, BLOCK)
+    elif HAS_BIAS:
+        reduce_block(
+            partial_ptr + weight_numel, stride_split, db_ptr, N, N, splits, 0, stride_db, scale,
+            pid - weight_programs, BLOCK,
+        )
+
+
+# One autotuner per alignment class. The key holds INPUT_PRECISION: "ieee" and
+# "tf32" run on different units (CUDA cores, tensor cores).
+linear_backward_input_autotuned = {
+    alignment: triton.autotune(configs=configs, key=["M", "N", "K", "INPUT_PRECISION"])(linear_backward_input_kernel)
+    for alignment, configs in LINEAR_BACKWARD_INPUT_CONFIGS.items()
+}
+linear_backward_weight_autotuned = {
+    alignment: triton.autotune(configs=configs, key=["M", "N", "K", "rows_per_split", "INPUT_PRECISION"])(
+        linear_backward_weight_kernel
+    )
+    for alignment, configs in LINEAR_BACKWARD_WEIGHT_CONFIGS.items()
+}

@@ -32,33 +32,39 @@ sum before it is rounded to the output's dtype.
 import triton
 import triton.language as tl
 
-from tritonnet.kernels.tiling import grouped_tile, linear_tile
+from tritonnet.kernels.tiling import ALIGNED, UNALIGNED, grouped_tile, linear_tile
 
-# The exercise's shapes: M (batch) from 64 to 16384, K in {784, 512, 128},
-# N in {512, 128, 10}. Big tiles keep the tensor cores fed for the big layers at
-# big batches; the thin BLOCK_N = 16 tile is for the 10-class output layer, where
-# a 64-wide tile would be mostly masked-off columns; the small tile gives a batch
-# of 64 enough programs to spread over the SMs. BLOCK_K stays at 32: fp32 with
-# input_precision "ieee" (torch's default) runs tl.dot on the CUDA cores, which
-# hold a whole BLOCK_K slice of both operands in registers, and 64 spills there.
-# The 64 x 64 tile on 4 warps takes 16: at 32 its fp32 "ieee" build spilled 24
-# bytes on sm_90 (8 warps instead spilled on sm_80). Each config compiles without
-# spills for sm_80 and sm_90, fp32 and bf16, with w contiguous or the transposed
-# view of an `[N, K]` tensor (see tests/test_linear_forward.py).
-MID_TILES = triton.Config(
-    {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 16, "GROUP_M": 8}, num_stages=3, num_warps=4
-)
-LINEAR_FORWARD_CONFIGS = [
+# Tiles for each alignment class (tiling.ALIGNED, UNALIGNED); the autotuner picks
+# among a class's list per shape and precision. Every config compiles without
+# spills for sm_80 and sm_90 (tests/test_linear_forward.py); docs/kernels.md has
+# how they were chosen.
+LINEAR_FORWARD_UNALIGNED_CONFIGS = [
+    # Big layers at big batches; BLOCK_K 32 is the most an fp32 "ieee" dot holds in registers.
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8}, num_stages=3, num_warps=8),
-    MID_TILES,
+    # The mid tile, also the fixed config: BLOCK_K 16 keeps its fp32 "ieee" build unspilled on 4 warps.
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 16, "GROUP_M": 8}, num_stages=3, num_warps=4),
+    # The 10-class output layer: a 16-wide tile wastes few masked-off columns.
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 8}, num_stages=4, num_warps=8),
+    # Small batches: enough programs to spread over the SMs.
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8}, num_stages=4, num_warps=4),
 ]
+LINEAR_FORWARD_ALIGNED_CONFIGS = [
+    # Tensor-core tile: a batch of 4096 at 512 features is one wave of 128 programs.
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=3, num_warps=8),
+    # The same tile in half the shared memory (its TF32 build fits sm_80's), also the fixed config.
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, num_stages=3, num_warps=8),
+    # Four times the programs, for batches of about 1024 and the 128-wide layer.
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=4, num_warps=4),
+]
+LINEAR_FORWARD_CONFIGS = {ALIGNED: LINEAR_FORWARD_ALIGNED_CONFIGS, UNALIGNED: LINEAR_FORWARD_UNALIGNED_CONFIGS}
 
-# The CPU interpreter runs the programs one after another, and every step of a
-# program's loop costs milliseconds of Python: it takes the mid-sized tiles,
-# which still leave partial blocks at the tests' odd shapes.
-LINEAR_FORWARD_INTERPRETER_CONFIG = MID_TILES
+# The config each class runs without autotuning: in Triton's CPU interpreter (which
+# runs programs one after another, so few big tiles are fastest) and under
+# TRITONNET_AUTOTUNE=0.
+LINEAR_FORWARD_FIXED_CONFIGS = {
+    ALIGNED: LINEAR_FORWARD_ALIGNED_CONFIGS[1],
+    UNALIGNED: LINEAR_FORWARD_UNALIGNED_CONFIGS[1],
+}
 
 
 @triton.jit
@@ -118,8 +124,9 @@ def linear_forward_kernel(
     tl.store(y_ptrs, accumulator.to(y_ptr.dtype.element_ty), mask=y_mask)
 
 
-# The key holds INPUT_PRECISION: "ieee" and "tf32" run on different units (CUDA
-# cores, tensor cores), so the best tile for one is no guide to the other.
-linear_forward_autotuned = triton.autotune(configs=LINEAR_FORWARD_CONFIGS, key=["M", "N", "K", "INPUT_PRECISION"])(
-    linear_forward_kernel
-)
+# One autotuner per alignment class. The key holds INPUT_PRECISION: "ieee" and
+# "tf32" run on different units (CUDA cores, tensor cores).
+linear_forward_autotuned = {
+    alignment: triton.autotune(configs=configs, key=["M", "N", "K", "INPUT_PRECISION"])(linear_forward_kernel)
+    for alignment, configs in LINEAR_FORWARD_CONFIGS.items()
+}

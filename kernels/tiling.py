@@ -4,10 +4,25 @@
   the linear forward and the input-gradient kernel.
 - `linear_tile`: one tile of `x @ w + b` in an fp32 accumulator; used by the linear
   forward and the fused output layer, which differ only in their epilogues.
+- `ALIGNED`, `UNALIGNED`: the alignment classes the GEMM config lists are keyed by.
+
+Alignment classes. A launch on operands whose pointers are 16-byte aligned and
+whose sizes and strides (other than 1) are multiples of 16 gets Triton's
+divisibility specialization: 16-byte vector loads and asynchronous copies that
+keep the tensor cores fed. Such launches, when their dot runs on the tensor cores
+(fp16, bf16, or fp32 as TF32), are ALIGNED and take tensor-core-sized tiles; the
+rest (odd shapes, offset views, fp32 on the CUDA cores, whose dot holds both
+operand slices in registers) are UNALIGNED and take small tiles that compile
+without spills in the worst case. Triton marks an integer only when it is a
+multiple of 16 (a multiple of 8 is not enough), so the class asks for 16: then
+the build launched is the build the compile tests check.
 """
 
 import triton
 import triton.language as tl
+
+ALIGNED = "aligned"
+UNALIGNED = "unaligned"
 
 
 @triton.jit

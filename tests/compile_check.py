@@ -9,7 +9,16 @@ cubin (`CompiledKernel.n_regs`, `n_spills`); here `cuobjdump -res-usage`, shippe
 in the triton wheel as ptxas is, reads the registers and the stack frame from the
 very cubin Triton built, whether fresh or from its cache, and no second ptxas runs.
 ptxas puts every spilled register in the stack frame, so a frame of 0 bytes
-means no spills.
+means no spills. `cuobjdump -sass` disassembles the same cubin, for the tests
+that check which units a kernel's dot runs on (`TENSOR_CORE_INSTRUCTIONS`).
+
+A launch specializes the kernel on its arguments: Triton compiles a pointer
+whose address is a multiple of 16 bytes, and an integer that is a multiple of
+16, with the attribute `tt.divisibility = 16`, which lets it use 16-byte vector
+loads and the tensor cores' asynchronous copies. `compile_job(divisible=...)`
+marks those arguments the same way (`ASTSource(attrs=...)`, the attribute from
+the backend's own `parse_attr("D")`, as the launcher asks for it); without it,
+no argument is marked, the worst case of unaligned operands.
 
 The kernel tests use it in three steps:
 1. `compile_job` describes one compilation: kernel, argument types, constexprs,
@@ -37,6 +46,15 @@ ARCHITECTURES = (90, 80)  # Hopper, Ampere
 # bf16, whose dots ignore the setting. fp16 compiles as bf16 does.
 DOT_PRECISIONS = [("fp32", "ieee"), ("fp32", "tf32"), ("bf16", "ieee")]
 
+# Those whose dots run on the tensor cores: the ones the configs for aligned
+# operands serve (tritonnet.kernels.tiling).
+TENSOR_CORE_PRECISIONS = [("fp32", "tf32"), ("bf16", "ieee")]
+
+# The most shared memory one program may ask for on each architecture
+# (cudaDevAttrMaxSharedMemoryPerBlockOptin of the H100 and the A100): a config
+# over it fails to launch there, and the autotuner skips it.
+SHARED_MEMORY_LIMITS = {90: 232448, 80: 166912}
+
 # The inner stride of a weight w `[K, N]` that is 1, compiled as that constant:
 # a contiguous w (the exercise's layers) or the transposed view of nn.Linear's
 # `[N, K]` weight (tritonnet.functional's). Triton specializes whichever stride
@@ -46,7 +64,16 @@ WEIGHT_UNIT_STRIDES = {"w": "stride_wn", "w.t()": "stride_wk"}
 # Triton's default, which the launchers of the row-wise kernels keep.
 DEFAULT_NUM_STAGES = 3
 
+# The SASS mnemonics of the tensor cores' matrix multiplies: HGMMA is Hopper's
+# warpgroup MMA (wgmma), HMMA the warp-level MMA of Ampere and later (mma.sync);
+# both run fp16, bf16 and TF32 inputs.
+TENSOR_CORE_INSTRUCTIONS = ("HGMMA", "HMMA")
+
 _TESTS = Path(__file__).resolve().parent
+
+# Results of the jobs compiled so far in this test session, by the job's JSON:
+# test modules that need the same build share one compilation.
+_COMPILED: dict[str, dict] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +83,8 @@ class Resources:
     registers: int
     shared_bytes: int
     stack_bytes: int
+    # How often each of TENSOR_CORE_INSTRUCTIONS occurs in the SASS; empty unless asked.
+    instructions: dict = dataclasses.field(default_factory=dict)
 
 
 def compile_kernel(
@@ -65,32 +94,43 @@ def compile_kernel(
     arch: int,
     num_warps: int = 4,
     num_stages: int = DEFAULT_NUM_STAGES,
+    divisible: tuple[str, ...] = (),
+    count_instructions: bool = False,
 ) -> Resources:
     """Compile `kernel` for sm_<arch> and return the resources its machine code uses.
 
     `signature` maps every argument name to a Triton type ("*fp32", "i32", ...,
-    "constexpr"); `constexprs` gives the constexpr values. A compile error raises.
-    Needs a process that imported triton without TRITON_INTERPRET=1 (see
+    "constexpr"); `constexprs` gives the constexpr values; the arguments named in
+    `divisible` are compiled as a launch with 16-byte-aligned pointers and
+    integers that are multiples of 16 compiles them. `count_instructions` counts
+    the tensor-core instructions in the SASS. A compile error raises. Needs a
+    process that imported triton without TRITON_INTERPRET=1 (see
     `compile_in_child`).
     """
     # Imported here: the test modules import this one in the interpreted parent,
     # and stay collectable where triton is not installed.
     import triton
     from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from triton.compiler import ASTSource, make_backend
 
-    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+    target = GPUTarget("cuda", arch, 32)
+    divisibility = make_backend(target).parse_attr("D")
+    attrs = {(kernel.arg_names.index(name),): divisibility for name in divisible}
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
     options = {"num_warps": num_warps, "num_stages": num_stages}
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+    compiled = triton.compile(source, target=target, options=options)
+    cuobjdump = triton.knobs.nvidia.cuobjdump.path
     with tempfile.TemporaryDirectory() as folder:
         cubin = Path(folder) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
         report = subprocess.run(
-            [triton.knobs.nvidia.cuobjdump.path, "-res-usage", str(cubin)],
-            capture_output=True,
-            text=True,
-            check=True,
+            [cuobjdump, "-res-usage", str(cubin)], capture_output=True, text=True, check=True
         ).stdout
+        sass = ""
+        if count_instructions:
+            sass = subprocess.run(
+                [cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, check=True
+            ).stdout
     # e.g. "Function softmax_kernel:\n  REG:48 STACK:0 SHARED:0 LOCAL:0 CONSTANT[0]:400 ..."
     usage = dict(re.findall(r"\b(REG|STACK|SHARED):(\d+)", report))
     if len(usage) != 3:
@@ -100,6 +140,9 @@ def compile_kernel(
         # Static shared memory (barriers) plus what Triton asks for at launch.
         shared_bytes=int(usage["SHARED"]) + compiled.metadata.shared,
         stack_bytes=int(usage["STACK"]),
+        instructions={
+            name: len(re.findall(rf"\b{name}\.", sass)) for name in TENSOR_CORE_INSTRUCTIONS if sass
+        },
     )
 
 
@@ -115,6 +158,8 @@ def compile_job(
     floats: tuple[str, ...] = (),
     num_warps: int = 4,
     num_stages: int = DEFAULT_NUM_STAGES,
+    aligned: bool = False,
+    count_instructions: bool = False,
 ) -> dict:
     """One compilation of `kernel` (a @triton.jit function) for sm_<arch>, as a job
     for `compile_in_child`.
@@ -127,6 +172,10 @@ def compile_job(
     constant 1: Triton specializes a stride of 1 into the code it launches on
     contiguous tensors, which is what the library runs. No pointer is marked
     16-byte aligned, as at odd shapes: no vector loads, the most registers.
+    `aligned` marks every pointer and every integer argument (sizes and strides)
+    divisible by 16, as a launch on aligned operands at aligned shapes compiles
+    them (the configs chosen for aligned operands). `count_instructions` asks for
+    the tensor-core instruction counts (`Resources.instructions`).
     """
     constexprs = {**(constexprs or {}), **dict.fromkeys(unit_strides, 1)}
     if config is not None:
@@ -141,14 +190,20 @@ def compile_job(
             return pointers.get(name, f"*{dtype}")
         return "fp32" if name in floats else "i32"
 
+    signature = {name: type_of(name) for name in kernel.arg_names}
+    divisible = ()
+    if aligned:
+        divisible = tuple(name for name, kind in signature.items() if kind.startswith("*") or kind == "i32")
     return {
         "module": kernel.fn.__module__,
         "kernel": kernel.__name__,
-        "signature": {name: type_of(name) for name in kernel.arg_names},
+        "signature": signature,
         "constexprs": constexprs,
         "arch": arch,
         "num_warps": num_warps,
         "num_stages": num_stages,
+        "divisible": divisible,
+        "count_instructions": count_instructions,
     }
 
 
@@ -184,12 +239,19 @@ def compile_in_child(jobs: dict[str, dict]) -> dict[str, dict]:
     helpers and fails; only a process that imports triton without the interpreter
     compiles.
     """
-    if not jobs:
-        return {}
+    pending = {key: job for key, job in jobs.items() if json.dumps(job, sort_keys=True) not in _COMPILED}
+    if pending:
+        for job, result in zip(pending.values(), _compile_in_child(list(pending.values()))):
+            _COMPILED[json.dumps(job, sort_keys=True)] = result
+    return {key: _COMPILED[json.dumps(job, sort_keys=True)] for key, job in jobs.items()}
+
+
+def _compile_in_child(jobs: list[dict]) -> list[dict]:
+    """`compile_in_child`'s work for jobs not compiled yet in this session."""
     environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     child = subprocess.run(
         [sys.executable, "-c", _COMPILE_CHILD],
-        input=json.dumps(list(jobs.values())),
+        input=json.dumps(jobs),
         capture_output=True,
         text=True,
         cwd=_TESTS,
@@ -198,7 +260,7 @@ def compile_in_child(jobs: dict[str, dict]) -> dict[str, dict]:
     )
     if child.returncode != 0:
         raise RuntimeError(f"the compile child failed:\n{child.stderr[-4000:]}")
-    return dict(zip(jobs, json.loads(child.stdout)))
+    return json.loads(child.stdout)
 
 
 def assert_compiled_without_spills(result: dict, record_property) -> None:
@@ -213,16 +275,18 @@ def assert_compiled_without_spills(result: dict, record_property) -> None:
     assert result["stack_bytes"] == 0, f"spills (a stack frame): {result}"
 
 
+def assert_uses_tensor_cores(result: dict, arch: int) -> None:
+    """The job's SASS multiplies on the tensor cores (HGMMA or HMMA), and its shared
+    memory fits sm_<arch>. Needs a job compiled with `count_instructions`."""
+    assert "error" not in result, result.get("error")
+    found = {name: count for name, count in result["instructions"].items() if count}
+    assert found, f"no tensor-core instruction ({', '.join(TENSOR_CORE_INSTRUCTIONS)}) in the SASS: {result}"
+    assert result["shared_bytes"] <= SHARED_MEMORY_LIMITS[arch], (
+        f"{result['shared_bytes']} bytes of shared memory, over sm_{arch}'s {SHARED_MEMORY_LIMITS[arch]}"
+    )
+
+
 def config_id(config) -> str:
     """A test id for a triton.Config: its BLOCK sizes, warps and stages."""
     blocks = "x".join(str(value) for name, value in config.kwargs.items() if name.startswith("BLOCK"))
     return f"{blocks}-w{config.num_warps}-s{config.num_stages}"
-
-
-def unique_configs(*groups) -> list:
-    """The configs of the autotune lists and the interpreter, each once."""
-    configs = []
-    for config in (config for group in groups for config in group):
-        if all(config is not seen for seen in configs):
-            configs.append(config)
-    return configs

@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 from compile_check import (
     ARCHITECTURES,
     DOT_PRECISIONS,
+    TENSOR_CORE_PRECISIONS,
     WEIGHT_UNIT_STRIDES,
     assert_compiled_without_spills,
+    assert_uses_tensor_cores,
     compile_in_child,
     compile_job,
     config_id,
-    unique_configs,
 )
 from conftest import TEST_DEVICE, requires_triton, triton_runnable
 from shapes import GROUPED_ORDER_SHAPE, LINEAR_SHAPES
@@ -37,7 +38,7 @@ from test_linear_forward import (
     make_linear_inputs,
     skip_bf16_in_interpreter,
 )
-from tritonnet.backend import ops_for
+from tritonnet.backend import ops_for, use_backend
 
 # Unit roundoff of the operand dtype: dz is rounded to it before each dot.
 OPERAND_UNIT = {torch.float32: 0.0, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
@@ -306,24 +307,124 @@ def test_linear_backward_rejects_bad_arguments():
         linear_backward(*on_meta, "sigmoid")
 
 
+# --- split-K of the weight gradient ------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(0, 1 << 16),
+    in_features=st.integers(0, 2048),
+    out_features=st.integers(0, 2048),
+    processors=st.integers(1, 200),
+)
+def test_weight_gradient_splits_cover_the_batch(rows, in_features, out_features, processors):
+    """Every row in exactly one split, no split empty, each split whole steps of
+    every BLOCK_M and at least SPLIT_MIN_ROWS long."""
+    from tritonnet.kernels import linear_backward as kernels
+
+    splits, rows_per_split = kernels.weight_gradient_splits(rows, in_features, out_features, processors)
+    if splits == 1:
+        assert rows_per_split == rows
+        return
+    assert rows_per_split % kernels.SPLIT_ROWS_MULTIPLE == 0
+    assert rows_per_split >= kernels.SPLIT_MIN_ROWS
+    assert (splits - 1) * rows_per_split < rows <= splits * rows_per_split
+
+
+def test_weight_gradient_splits_at_the_exercise_shapes():
+    """On an H200 (132 SMs) the first layer's gradient splits at large batches
+    only, and the 10-class layer's, whose one tile leaves most SMs idle, most."""
+    from tritonnet.kernels import linear_backward as kernels
+
+    def splits(rows, in_features, out_features):
+        return kernels.weight_gradient_splits(rows, in_features, out_features, 132)[0]
+
+    assert splits(64, 784, 512) == splits(512, 784, 512) == 1
+    assert 1 < splits(4096, 784, 512) <= splits(16384, 784, 512) <= 132 // 28 + 1
+    assert splits(16384, 128, 10) > splits(16384, 784, 512)
+
+
+@pytest.fixture
+def forced_split(monkeypatch):
+    """Splits whose rows are multiples of 16 (whole BLOCK_M steps of no config) at
+    the tests' small shapes, in the interpreter or on a GPU; yields the split
+    count the launcher takes for a shape."""
+    from tritonnet.kernels import linear_backward as kernels
+    from tritonnet.triton_backend.weight_gradient import processors
+
+    monkeypatch.setattr(kernels, "SPLIT_MIN_ROWS", 16)
+    monkeypatch.setattr(kernels, "SPLIT_ROWS_MULTIPLE", 16)
+
+    def split_count(rows, in_features, out_features):
+        return kernels.weight_gradient_splits(rows, in_features, out_features, processors(torch.device(TEST_DEVICE)))[0]
+
+    with use_backend("triton"):
+        yield split_count
+
+
+@requires_triton
+@pytest.mark.parametrize("need_grad_bias", [True, False], ids=["grad-bias", "no-grad-bias"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("weight_transposed", [False, True], ids=["weight", "weight.t()"])
+def test_linear_backward_split_matches_oracle(forced_split, weight_transposed, activation, need_grad_bias):
+    # 129 rows: 5 splits of 32 in the interpreter, the last of one row.
+    assert forced_split(129, 31, 19) > 2
+    inputs = make_backward_inputs(129, 31, 19, activation, weight_transposed=weight_transposed)
+    check_backward(*inputs, activation, 1.0 / 129, need_grad_bias=need_grad_bias)
+
+
+@requires_triton
+def test_linear_backward_split_writes_into_out_buffers(forced_split):
+    grad_output, x, weight, output = make_backward_inputs(100, 31, 19, "sigmoid")
+    assert forced_split(100, 31, 19) > 2
+    # NaN-filled views with odd strides: the reduction pass writes every entry.
+    weight_buffer = torch.full((19, 31), float("nan"), device=TEST_DEVICE)
+    bias_buffer = torch.full((40,), float("nan"), device=TEST_DEVICE)
+    buffers = dict(out_grad_weight=weight_buffer.t(), out_grad_bias=bias_buffer[::2][:19])
+    result = check_backward(grad_output, x, weight, output, "sigmoid", 0.5, **buffers)
+    assert result[1] is buffers["out_grad_weight"] and result[2] is buffers["out_grad_bias"]
+    assert bias_buffer[1::2].isnan().all() and bias_buffer[38:].isnan().all()
+
+
+@requires_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_linear_backward_split_half_precision(forced_split, dtype):
+    # Aligned shapes: the fp16 and bf16 dots take the tensor-core configs.
+    skip_bf16_in_interpreter(dtype, "triton")
+    assert forced_split(96, 32, 48) > 2
+    check_backward(*make_backward_inputs(96, 32, 48, "sigmoid", dtype=dtype), "sigmoid", 1.0 / 96)
+
+
+@requires_triton
+def test_linear_backward_split_is_deterministic(forced_split):
+    """The partial sums are added in a fixed order: the same bits on every run."""
+    inputs = make_backward_inputs(129, 31, 19, "sigmoid")
+    first = ops_for(inputs[1]).linear_backward(*inputs, "sigmoid", 0.5)
+    second = ops_for(inputs[1]).linear_backward(*inputs, "sigmoid", 0.5)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+@requires_triton
+def test_linear_backward_sgd_split_matches_oracle(forced_split):
+    """The SGD step after a split weight gradient: `weight -= lr * grad_weight`."""
+    from tritonnet.triton_backend import linear_backward_sgd
+
+    grad_output, x, weight, output = make_backward_inputs(129, 31, 19, "sigmoid")
+    bias = torch.randn(19, device=TEST_DEVICE)
+    weight_before, bias_before, lr, scale = weight.clone(), bias.clone(), 0.5, 1.0 / 129
+    grad_input = linear_backward_sgd(grad_output, x, weight, bias, output, "sigmoid", scale, lr)
+    (expected_input, grad_weight, grad_bias), (input_sum, weight_sum, bias_sum) = backward_oracle(
+        grad_output, x, weight_before, output, "sigmoid", scale
+    )
+    assert_within_error_bound(grad_input, expected_input, input_sum, 19)
+    # The update adds lr times the gradient's error and one rounding of the sum.
+    assert_within_error_bound(
+        weight, weight_before.double() - lr * grad_weight, lr * weight_sum + weight_before.abs(), 129
+    )
+    assert_within_error_bound(bias, bias_before.double() - lr * grad_bias, lr * bias_sum + bias_before.abs(), 129)
+
+
 # --- compilation for real GPUs -------------------------------------------------
-
-
-def _input_configs() -> list:
-    from tritonnet.kernels import linear_backward as kernels
-
-    return unique_configs(
-        kernels.LINEAR_BACKWARD_INPUT_CONFIGS, [kernels.LINEAR_BACKWARD_INPUT_INTERPRETER_CONFIG]
-    )
-
-
-def _weight_configs() -> list:
-    from tritonnet.kernels import linear_backward as kernels
-
-    return unique_configs(
-        kernels.LINEAR_BACKWARD_WEIGHT_CONFIGS, [kernels.LINEAR_BACKWARD_WEIGHT_INTERPRETER_CONFIG]
-    )
-
 
 # The inner strides that are 1 for contiguous tensors, compiled as that constant;
 # the input kernel also reads w, in either layout (WEIGHT_UNIT_STRIDES), the
@@ -332,20 +433,16 @@ UNIT_STRIDES = {
     "linear_backward_input_kernel": ("stride_dyn", "stride_yn", "stride_dxk"),
     "linear_backward_weight_kernel": ("stride_xk", "stride_dyn", "stride_yn", "stride_dwn", "stride_db"),
 }
-LAYOUTS = {"linear_backward_input_kernel": tuple(WEIGHT_UNIT_STRIDES), "linear_backward_weight_kernel": (None,)}
-
-# (kernel name, config, weight layout, dtype, precision, arch)
-BACKWARD_COMPILE_CASES = [
-    (kernel, config, layout, dtype, precision, arch)
-    for kernel, configs in (
-        ("linear_backward_input_kernel", _input_configs() if triton_runnable() else []),
-        ("linear_backward_weight_kernel", _weight_configs() if triton_runnable() else []),
-    )
-    for config in configs
-    for layout in LAYOUTS[kernel]
-    for dtype, precision in DOT_PRECISIONS
-    for arch in ARCHITECTURES
-]
+# The weight kernel's "split" build writes fp32 partial sums (see weight_gradient.py):
+# for fp16 and bf16 operands a build of its own.
+LAYOUTS = {
+    "linear_backward_input_kernel": tuple(WEIGHT_UNIT_STRIDES),
+    "linear_backward_weight_kernel": (None, "split"),
+}
+CONFIG_LISTS = {
+    "linear_backward_input_kernel": "LINEAR_BACKWARD_INPUT_CONFIGS",
+    "linear_backward_weight_kernel": "LINEAR_BACKWARD_WEIGHT_CONFIGS",
+}
 
 # Sigmoid on (and grad_bias for kernel 2): the variants with the most work.
 CONSTEXPRS = {
@@ -354,11 +451,37 @@ CONSTEXPRS = {
 }
 
 
+def _backward_cases() -> list:
+    """(kernel name, alignment, config, weight layout, dtype, precision, arch): each
+    class's configs at the precisions it serves, unaligned ones at all of them."""
+    from tritonnet.kernels import linear_backward as kernels
+    from tritonnet.kernels.tiling import ALIGNED, UNALIGNED
+
+    precisions = {ALIGNED: TENSOR_CORE_PRECISIONS, UNALIGNED: DOT_PRECISIONS}
+    return [
+        (kernel, alignment, config, layout, dtype, precision, arch)
+        for kernel, list_name in CONFIG_LISTS.items()
+        for alignment, configs in getattr(kernels, list_name).items()
+        for config in configs
+        for layout in LAYOUTS[kernel]
+        for dtype, precision in precisions[alignment]
+        for arch in ARCHITECTURES
+        if layout != "split" or dtype != "fp32"
+    ]
+
+
+BACKWARD_COMPILE_CASES = _backward_cases() if triton_runnable() else []
+ALIGNED_BACKWARD_CASES = [case for case in BACKWARD_COMPILE_CASES if case[1] == "aligned"]
+
+# The split-K reduction (kernel 3) into fp32 and bf16 gradients.
+REDUCE_COMPILE_CASES = [(dtype, arch) for dtype in ("fp32", "bf16") for arch in ARCHITECTURES]
+
+
 def backward_case_id(case) -> str:
-    kernel, config, layout, dtype, precision, arch = case
+    kernel, alignment, config, layout, dtype, precision, arch = case
     gradient = kernel.removeprefix("linear_backward_").removesuffix("_kernel")
     weight = f"-{layout}" if layout else ""
-    return f"{gradient}-{config_id(config)}{weight}-{precision}-{dtype}-sm{arch}"
+    return f"{gradient}-{alignment}-{config_id(config)}{weight}-{precision}-{dtype}-sm{arch}"
 
 
 @pytest.fixture(scope="module")
@@ -367,21 +490,61 @@ def backward_compiled() -> dict:
 
     jobs = {}
     for case in BACKWARD_COMPILE_CASES:
-        kernel, config, layout, dtype, precision, arch = case
-        weight_stride = (WEIGHT_UNIT_STRIDES[layout],) if layout else ()
+        kernel, alignment, config, layout, dtype, precision, arch = case
+        weight_stride = (WEIGHT_UNIT_STRIDES[layout],) if layout in WEIGHT_UNIT_STRIDES else ()
         jobs[backward_case_id(case)] = compile_job(
             getattr(kernels, kernel),
             arch,
             dtype=dtype,
+            pointers={"dw_ptr": "*fp32", "db_ptr": "*fp32"} if layout == "split" else None,
             config=config,
             constexprs={**CONSTEXPRS[kernel], "INPUT_PRECISION": precision},
             unit_strides=UNIT_STRIDES[kernel] + weight_stride,
+            floats=("scale",),
+            aligned=alignment == "aligned",
+            count_instructions=alignment == "aligned",
+        )
+    for dtype, arch in REDUCE_COMPILE_CASES:
+        jobs[f"reduce-{dtype}-sm{arch}"] = compile_job(
+            kernels.linear_weight_gradient_reduce_kernel,
+            arch,
+            dtype=dtype,
+            pointers={"partial_ptr": "*fp32"},
+            config=kernels.WEIGHT_GRADIENT_REDUCE_CONFIG,
+            constexprs={"HAS_BIAS": True},
+            unit_strides=("stride_dwn", "stride_db"),
             floats=("scale",),
         )
     return compile_in_child(jobs)
 
 
 @requires_triton
+@pytest.mark.parametrize("dtype,arch", REDUCE_COMPILE_CASES)
+def test_weight_gradient_reduce_kernel_compiles_without_spills(backward_compiled, dtype, arch, record_property):
+    assert_compiled_without_spills(backward_compiled[f"reduce-{dtype}-sm{arch}"], record_property)
+
+
+@requires_triton
 @pytest.mark.parametrize("case", BACKWARD_COMPILE_CASES, ids=backward_case_id)
 def test_linear_backward_kernels_compile_without_spills(backward_compiled, case, record_property):
     assert_compiled_without_spills(backward_compiled[backward_case_id(case)], record_property)
+
+
+@requires_triton
+@pytest.mark.parametrize("case", ALIGNED_BACKWARD_CASES, ids=backward_case_id)
+def test_linear_backward_aligned_configs_use_tensor_cores(backward_compiled, case):
+    assert_uses_tensor_cores(backward_compiled[backward_case_id(case)], case[-1])
+
+
+@requires_triton
+def test_linear_backward_fixed_configs_are_compiled():
+    """Each class's fixed config (interpreter, TRITONNET_AUTOTUNE=0) is one of its
+    list, so the compile tests above cover it."""
+    from tritonnet.kernels import linear_backward as kernels
+
+    for fixed, listed in (
+        (kernels.LINEAR_BACKWARD_INPUT_FIXED_CONFIGS, kernels.LINEAR_BACKWARD_INPUT_CONFIGS),
+        (kernels.LINEAR_BACKWARD_WEIGHT_FIXED_CONFIGS, kernels.LINEAR_BACKWARD_WEIGHT_CONFIGS),
+    ):
+        for alignment, config in fixed.items():
+            assert any(config is candidate for candidate in listed[alignment])

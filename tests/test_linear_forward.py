@@ -21,12 +21,13 @@ from hypothesis import strategies as st
 from compile_check import (
     ARCHITECTURES,
     DOT_PRECISIONS,
+    TENSOR_CORE_PRECISIONS,
     WEIGHT_UNIT_STRIDES,
     assert_compiled_without_spills,
+    assert_uses_tensor_cores,
     compile_in_child,
     compile_job,
     config_id,
-    unique_configs,
 )
 from conftest import TEST_DEVICE, requires_triton, triton_runnable
 from shapes import GROUPED_ORDER_SHAPE, LINEAR_SHAPES
@@ -281,24 +282,30 @@ def test_linear_forward_rejects_bad_arguments():
 # --- compilation for real GPUs -------------------------------------------------
 
 
-def _forward_configs() -> list:
+def _forward_cases() -> list:
+    """(alignment, config, weight layout, dtype, precision, arch): each class's
+    configs at the precisions it serves, unaligned ones at all of them."""
     from tritonnet.kernels import linear_forward as kernels
+    from tritonnet.kernels.tiling import ALIGNED, UNALIGNED
 
-    return unique_configs(kernels.LINEAR_FORWARD_CONFIGS, [kernels.LINEAR_FORWARD_INTERPRETER_CONFIG])
+    precisions = {ALIGNED: TENSOR_CORE_PRECISIONS, UNALIGNED: DOT_PRECISIONS}
+    return [
+        (alignment, config, layout, dtype, precision, arch)
+        for alignment, configs in kernels.LINEAR_FORWARD_CONFIGS.items()
+        for config in configs
+        for layout in WEIGHT_UNIT_STRIDES
+        for dtype, precision in precisions[alignment]
+        for arch in ARCHITECTURES
+    ]
 
 
-FORWARD_COMPILE_CASES = [
-    (config, layout, dtype, precision, arch)
-    for config in (_forward_configs() if triton_runnable() else [])
-    for layout in WEIGHT_UNIT_STRIDES
-    for dtype, precision in DOT_PRECISIONS
-    for arch in ARCHITECTURES
-]
+FORWARD_COMPILE_CASES = _forward_cases() if triton_runnable() else []
+ALIGNED_FORWARD_CASES = [case for case in FORWARD_COMPILE_CASES if case[0] == "aligned"]
 
 
 def forward_case_id(case) -> str:
-    config, layout, dtype, precision, arch = case
-    return f"{config_id(config)}-{layout}-{precision}-{dtype}-sm{arch}"
+    alignment, config, layout, dtype, precision, arch = case
+    return f"{alignment}-{config_id(config)}-{layout}-{precision}-{dtype}-sm{arch}"
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +314,7 @@ def forward_compiled() -> dict:
 
     jobs = {}
     for case in FORWARD_COMPILE_CASES:
-        config, layout, dtype, precision, arch = case
+        alignment, config, layout, dtype, precision, arch = case
         jobs[forward_case_id(case)] = compile_job(
             linear_forward_kernel,
             arch,
@@ -316,6 +323,8 @@ def forward_compiled() -> dict:
             # Bias and sigmoid on: the variant with the most work in its epilogue.
             constexprs={"HAS_BIAS": True, "ACTIVATION": "sigmoid", "INPUT_PRECISION": precision},
             unit_strides=("stride_xk", WEIGHT_UNIT_STRIDES[layout], "stride_yn", "stride_b"),
+            aligned=alignment == "aligned",
+            count_instructions=alignment == "aligned",
         )
     return compile_in_child(jobs)
 
@@ -324,3 +333,19 @@ def forward_compiled() -> dict:
 @pytest.mark.parametrize("case", FORWARD_COMPILE_CASES, ids=forward_case_id)
 def test_linear_forward_kernel_compiles_without_spills(forward_compiled, case, record_property):
     assert_compiled_without_spills(forward_compiled[forward_case_id(case)], record_property)
+
+
+@requires_triton
+@pytest.mark.parametrize("case", ALIGNED_FORWARD_CASES, ids=forward_case_id)
+def test_linear_forward_aligned_configs_use_tensor_cores(forward_compiled, case):
+    assert_uses_tensor_cores(forward_compiled[forward_case_id(case)], case[-1])
+
+
+@requires_triton
+def test_linear_forward_fixed_configs_are_compiled():
+    """Each class's fixed config (interpreter, TRITONNET_AUTOTUNE=0) is one of its
+    list, so the compile tests above cover it."""
+    from tritonnet.kernels import linear_forward as kernels
+
+    for alignment, config in kernels.LINEAR_FORWARD_FIXED_CONFIGS.items():
+        assert any(config is listed for listed in kernels.LINEAR_FORWARD_CONFIGS[alignment])

@@ -17,8 +17,10 @@ from tritonnet import checks
 from tritonnet.kernels import linear_backward as backward_kernels
 from tritonnet.kernels import linear_forward as forward_kernels
 from tritonnet.reference import ACTIVATIONS
-from tritonnet.triton_backend.common import check_operands, check_scale, dot_precision, fixed_configs
+from tritonnet.triton_backend.alignment import launch_gemm
+from tritonnet.triton_backend.common import check_operands, check_scale, dot_precision
 from tritonnet.triton_backend.sgd import sgd_update
+from tritonnet.triton_backend.weight_gradient import launch_weight_gradient
 
 
 def _check_vector(name: str, value: object, length: int) -> torch.Tensor:
@@ -26,16 +28,6 @@ def _check_vector(name: str, value: object, length: int) -> torch.Tensor:
     if tensor.shape != (length,):
         raise ValueError(f"{name} must have shape ({length},), got {tuple(tensor.shape)}")
     return tensor
-
-
-def _launch(
-    autotuned: triton.runtime.Autotuner, fixed_config: triton.Config, grid, *args, **constexprs
-) -> None:
-    """Run the autotuned kernel, or the kernel with its one fixed config (`fixed_configs`)."""
-    if fixed_configs():
-        autotuned.fn[grid](*args, **constexprs, **fixed_config.all_kwargs())
-    else:
-        autotuned[grid](*args, **constexprs)
 
 
 def linear_forward(
@@ -74,10 +66,7 @@ def linear_forward(
     def grid(meta):
         return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(out_features, meta["BLOCK_N"]),)
 
-    _launch(
-        forward_kernels.linear_forward_autotuned,
-        forward_kernels.LINEAR_FORWARD_INTERPRETER_CONFIG,
-        grid,
+    args = (
         x,
         weight,
         bias,
@@ -89,9 +78,10 @@ def linear_forward(
         *weight.stride(),
         *out.stride(),
         bias.stride(0) if bias is not None else 0,
-        HAS_BIAS=bias is not None,
-        ACTIVATION=activation,
-        INPUT_PRECISION=dot_precision(x.dtype),
+    )
+    constexprs = dict(HAS_BIAS=bias is not None, ACTIVATION=activation, INPUT_PRECISION=dot_precision(x.dtype))
+    launch_gemm(
+        forward_kernels.linear_forward_autotuned, forward_kernels.LINEAR_FORWARD_FIXED_CONFIGS, grid, args, constexprs
     )
     return out
 
@@ -181,10 +171,7 @@ def linear_backward(
         def input_grid(meta):
             return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(in_features, meta["BLOCK_K"]),)
 
-        _launch(
-            backward_kernels.linear_backward_input_autotuned,
-            backward_kernels.LINEAR_BACKWARD_INPUT_INTERPRETER_CONFIG,
-            input_grid,
+        args = (
             grad_output,
             output,
             weight,
@@ -196,40 +183,17 @@ def linear_backward(
             *output_strides,
             *weight.stride(),
             *grad_input.stride(),
-            ACTIVATION=activation,
-            INPUT_PRECISION=precision,
+        )
+        launch_gemm(
+            backward_kernels.linear_backward_input_autotuned,
+            backward_kernels.LINEAR_BACKWARD_INPUT_FIXED_CONFIGS,
+            input_grid,
+            args,
+            dict(ACTIVATION=activation, INPUT_PRECISION=precision),
         )
 
     if out_features > 0:
-
-        def weight_grid(meta):
-            # At least one row of programs: with in_features == 0, grad_weight is
-            # empty but grad_bias still has to be computed by the first row.
-            tile_rows = max(triton.cdiv(in_features, meta["BLOCK_K"]), 1)
-            return (tile_rows, triton.cdiv(out_features, meta["BLOCK_N"]))
-
-        _launch(
-            backward_kernels.linear_backward_weight_autotuned,
-            backward_kernels.LINEAR_BACKWARD_WEIGHT_INTERPRETER_CONFIG,
-            weight_grid,
-            x,
-            grad_output,
-            output,
-            grad_weight,
-            grad_bias,
-            rows,
-            out_features,
-            in_features,
-            *x.stride(),
-            *grad_output.stride(),
-            *output_strides,
-            *grad_weight.stride(),
-            grad_bias.stride(0) if grad_bias is not None else 0,
-            scale,
-            HAS_BIAS=grad_bias is not None,
-            ACTIVATION=activation,
-            INPUT_PRECISION=precision,
-        )
+        launch_weight_gradient(x, grad_output, output, activation, scale, precision, grad_weight, grad_bias)
     return grad_input, grad_weight, grad_bias
 
 
