@@ -30,12 +30,15 @@ from compile_check import (
 )
 from conftest import TEST_DEVICE, requires_triton, triton_runnable
 from shapes import GROUPED_ORDER_SHAPE, LINEAR_SHAPES
-from test_linear_forward import (
+from test_linear_forward import (  # noqa: F401 (alignment_classes: a fixture)
     ACTIVATIONS,
+    ALIGNED_MODES,
     TF32_SKIP,
+    alignment_classes,
     assert_within_error_bound,
     forward_oracle,
     make_linear_inputs,
+    matmul_precision,
     skip_bf16_in_interpreter,
 )
 from tritonnet.backend import ops_for, use_backend
@@ -305,6 +308,25 @@ def test_linear_backward_rejects_bad_arguments():
     on_meta = [tensor.to("meta") for tensor in (grad_output, x, weight, output)]
     with pytest.raises(ValueError, match="grad_output must be a CUDA tensor .* got device meta"):
         linear_backward(*on_meta, "sigmoid")
+
+
+@requires_triton
+@pytest.mark.parametrize("mode", ALIGNED_MODES)
+def test_linear_backward_aligned_operands(alignment_classes, mode):
+    """Sizes and strides multiples of 16: both gradient kernels take the
+    tensor-core configs."""
+    dtype, precision, operand_unit = ALIGNED_MODES[mode]
+    inputs = make_backward_inputs(96, 64, 48, "sigmoid", dtype=dtype)
+    with matmul_precision(precision):
+        result = ops_for(inputs[1]).linear_backward(*inputs, "sigmoid", 1.0 / 96)
+    assert alignment_classes == ["aligned", "aligned"]
+    (grad_input, grad_weight, grad_bias), (input_sum, weight_sum, bias_sum) = backward_oracle(
+        *inputs, "sigmoid", 1.0 / 96
+    )
+    operand_unit += OPERAND_UNIT[dtype]
+    assert_within_error_bound(result[0], grad_input, input_sum, 48, operand_unit)
+    assert_within_error_bound(result[1], grad_weight, weight_sum, 96, operand_unit)
+    assert_within_error_bound(result[2], grad_bias, bias_sum, 96)
 
 
 # --- split-K of the weight gradient ------------------------------------------

@@ -13,6 +13,8 @@ error bound, the inputs and the forward oracle.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -31,7 +33,7 @@ from compile_check import (
 )
 from conftest import TEST_DEVICE, requires_triton, triton_runnable
 from shapes import GROUPED_ORDER_SHAPE, LINEAR_SHAPES
-from tritonnet.backend import interpreter_enabled, ops_for
+from tritonnet.backend import interpreter_enabled, ops_for, use_backend
 
 ACTIVATIONS = ("none", "sigmoid")
 
@@ -232,6 +234,56 @@ def test_linear_forward_random_shapes(
         rows, in_features, out_features, with_bias=with_bias, weight_transposed=weight_transposed
     )
     check_forward(*inputs, activation)
+
+
+@pytest.fixture
+def alignment_classes(monkeypatch):
+    """The alignment class of every GEMM launch while the test runs, in order,
+    on the triton backend."""
+    from tritonnet.triton_backend import alignment
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    real = alignment.alignment_class
+    monkeypatch.setattr(alignment, "alignment_class", recording)
+    with use_backend("triton"):
+        yield seen
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str):
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+# Tensor-core dots on aligned operands: fp16 (bf16 only on a GPU), and fp32 as
+# TF32 (exact in the interpreter; 10 mantissa bits of each operand on a GPU).
+ALIGNED_MODES = {"fp16": (torch.float16, "highest", 0.0), "tf32": (torch.float32, "high", 2.0**-9)}
+
+
+@requires_triton
+@pytest.mark.parametrize("mode", ALIGNED_MODES)
+def test_linear_forward_aligned_operands(alignment_classes, mode):
+    """Sizes and strides multiples of 16 take the tensor-core configs; an offset
+    view of the same x, two elements past a 16-byte boundary, takes the small ones."""
+    dtype, precision, operand_unit = ALIGNED_MODES[mode]
+    x, weight, bias = make_linear_inputs(96, 64, 48, dtype=dtype)
+    offset_x = torch.empty(96 * 64 + 2, dtype=dtype, device=TEST_DEVICE)[2:].view(96, 64).copy_(x)
+    with matmul_precision(precision):
+        aligned = ops_for(x).linear_forward(x, weight, bias, "sigmoid")
+        unaligned = ops_for(x).linear_forward(offset_x, weight, bias, "sigmoid")
+    assert alignment_classes == ["aligned", "unaligned"]
+    expected, magnitude = forward_oracle(x, weight, bias, "sigmoid")
+    for result in (aligned, unaligned):
+        assert_within_error_bound(result, expected, magnitude, 64, operand_unit)
 
 
 @pytest.mark.gpu

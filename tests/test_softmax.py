@@ -6,6 +6,8 @@ float64 autograd.
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +21,11 @@ pytest.importorskip("triton", reason="the kernel tests need the triton package")
 from compile_check import ARCHITECTURES, assert_compiled_without_spills, compile_in_child, compile_job  # noqa: E402
 from conftest import TEST_DEVICE, requires_triton  # noqa: E402
 from shapes import ROW_SHAPES  # noqa: E402
-from tritonnet.kernels.softmax import INTERPRETER_MAX_BLOCK_COLS, MAX_BLOCK_COLS, softmax_blocks  # noqa: E402
+from tritonnet.kernels.softmax import (  # noqa: E402
+    INTERPRETER_MAX_BLOCK_COLS,
+    SOFTMAX_MAX_BLOCK_COLS,
+    softmax_blocks,
+)
 
 # fp32 against float64: exp has an error of a few ulp, and its argument x - max a
 # rounding of |x - max| * 6e-8, which becomes a relative error of the result (for
@@ -113,6 +119,21 @@ def test_softmax_random_shapes(backend, rows, cols, scale, seed):
     torch.testing.assert_close(ops_for(x).softmax(x).double(), expected_softmax(x), rtol=3e-5, atol=1e-12)
 
 
+@requires_triton
+@pytest.mark.parametrize("rows,cols", [(3, SOFTMAX_MAX_BLOCK_COLS), (2, SOFTMAX_MAX_BLOCK_COLS + 5)])
+def test_softmax_wide_rows_as_on_a_gpu(monkeypatch, rows, cols):
+    """The GPU's blocks in the interpreter too: a row of SOFTMAX_MAX_BLOCK_COLS in
+    one block, read once; a wider one in two passes of such blocks."""
+    # The module, which the package's `softmax` function shadows as an attribute.
+    launcher = importlib.import_module("tritonnet.triton_backend.softmax")
+    monkeypatch.setattr(launcher, "INTERPRETER_MAX_BLOCK_COLS", SOFTMAX_MAX_BLOCK_COLS)
+    blocks = launcher.row_blocks(rows, cols, SOFTMAX_MAX_BLOCK_COLS)
+    assert blocks["BLOCK_COLS"] == SOFTMAX_MAX_BLOCK_COLS and blocks["BLOCK_ROWS"] == 1
+    assert blocks["SINGLE_PASS"] == (cols <= SOFTMAX_MAX_BLOCK_COLS)
+    x = torch.randn(rows, cols, device=TEST_DEVICE) * 3
+    torch.testing.assert_close(launcher.softmax(x).double(), expected_softmax(x), **FP32_TOLERANCE)
+
+
 def test_exercise_softmax_and_its_loss_gradient(backend):
     """`tritonnet.Softmax` and `compute_gradient(t, Softmax(z))` = d(summed loss)/dz."""
     logits = torch.randn(64, 10, device=TEST_DEVICE) * 2
@@ -154,12 +175,11 @@ def test_softmax_launcher_rejects_bad_arguments():
 
 
 def _softmax_block_configs() -> list[dict]:
-    """Every config `softmax_blocks` picks for the exercise's 10 classes, a
-    one-block row, the widest one-block row and a two-pass row, on a GPU and in
-    the interpreter."""
+    """Every config `softmax_blocks` picks for the exercise's 10 classes, one-block
+    rows up to the widest, and a two-pass row, on a GPU and in the interpreter."""
     configs = []
-    for max_block_cols in (MAX_BLOCK_COLS, INTERPRETER_MAX_BLOCK_COLS):
-        for cols in (10, 1000, MAX_BLOCK_COLS, MAX_BLOCK_COLS + 1):
+    for max_block_cols in (SOFTMAX_MAX_BLOCK_COLS, INTERPRETER_MAX_BLOCK_COLS):
+        for cols in (10, 1000, 4096, 8192, SOFTMAX_MAX_BLOCK_COLS, SOFTMAX_MAX_BLOCK_COLS + 1):
             blocks = softmax_blocks(1 << 20, cols, max_block_cols)
             if blocks not in configs:
                 configs.append(blocks)
