@@ -25,11 +25,13 @@ import torch
 from harness import Environment, ResultWriter, parser, results_dir, time_kernel
 from kernel_common import (
     MATMUL_MODES,
+    QUICK_BATCHES,
     Work,
     kernel_device,
     kernel_providers,
     precision,
     record,
+    repeat_ms,
     torch_variant,
     tritonnet_ops,
 )
@@ -45,9 +47,8 @@ def cases(quick: bool, smoke: bool) -> list[tuple[str, tuple[int, int], str, int
     """(pass, (in_features, out_features), mode name, batch) for each case to time."""
     if smoke:
         return list(itertools.product(PASSES, [(128, 10)], ["fp32-ieee", "bf16"], [16]))
-    if quick:
-        return list(itertools.product(PASSES, [(784, 512)], ["fp32-ieee", "bf16"], [64, 4096]))
-    return list(itertools.product(PASSES, LAYER_SHAPES, list(MATMUL_MODES), BATCH_SIZES))
+    batches = QUICK_BATCHES if quick else BATCH_SIZES
+    return list(itertools.product(PASSES, LAYER_SHAPES, list(MATMUL_MODES), batches))
 
 
 def work(pass_name: str, rows: int, in_features: int, out_features: int, element_size: int) -> Work:
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         with precision(mode):
             for provider in providers:
                 call = make_call(provider, pass_name, x, weight, bias, grad_output)
-                seconds = time_kernel(call, device)
+                seconds = time_kernel(call, device, repeat_ms(arguments))
                 record(writer, provider, label, mode, "batch", rows, seconds, case_work, peak)
     return 0
 

@@ -25,11 +25,13 @@ import torch.nn.functional as F
 from harness import Environment, ResultWriter, parser, results_dir, time_kernel
 from kernel_common import (
     MATMUL_MODES,
+    QUICK_BATCHES,
     Work,
     kernel_device,
     kernel_providers,
     precision,
     record,
+    repeat_ms,
     torch_variant,
     tritonnet_ops,
 )
@@ -44,9 +46,7 @@ def cases(quick: bool, smoke: bool) -> list[tuple[str, int]]:
     """(mode name, batch) for each case to time."""
     if smoke:
         return list(itertools.product(["fp32-ieee", "bf16"], [16]))
-    if quick:
-        return list(itertools.product(["fp32-ieee", "bf16"], [64, 4096]))
-    return list(itertools.product(list(MATMUL_MODES), BATCH_SIZES))
+    return list(itertools.product(list(MATMUL_MODES), QUICK_BATCHES if quick else BATCH_SIZES))
 
 
 def work(rows: int, element_size: int) -> Work:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         case_work = work(rows, x.element_size())
         with precision(mode):
             for provider in providers:
-                seconds = time_kernel(make_call(provider, x, weight, bias, target), device)
+                seconds = time_kernel(make_call(provider, x, weight, bias, target), device, repeat_ms(arguments))
                 record(writer, provider, label, mode, "batch", rows, seconds, case_work, peak)
     return 0
 

@@ -98,12 +98,14 @@ else
     echo "== training run skipped: TRITONNET_DATA is not set" | tee -a "$log"
 fi
 
-# 3. The quick benchmarks, without torch.compile (its compiles take minutes: step 5).
+# 3. The quick benchmarks: every kernel at batches 1024, 4096 and 16384 in fp32 (ieee,
+# TF32) and bf16, with short do_bench windows and no torch.compile rows (its
+# compiles take minutes: step 5 times the training step alone).
 if wanted bench; then
     fast="tritonnet,torch-eager,torch-mm"
-    step 60 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
-    step 25 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
-    step 30 "$python" benchmarks/bench_output_layer.py --quick --results-dir "$results" --providers "$fast"
+    step 120 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
+    step 30 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
+    step 40 "$python" benchmarks/bench_output_layer.py --quick --results-dir "$results" --providers "$fast"
     step 60 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
         --providers tritonnet,tritonnet-cuda-graph,tritonnet-module,torch-eager,exercise-style
 fi
@@ -124,7 +126,6 @@ fi
 if wanted compile; then
     step 60 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
         --providers torch-compile,torch-compile-reduce-overhead
-    step 30 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers torch-compile
 fi
 
 step 20 "$python" benchmarks/report.py --results-dir "$results"

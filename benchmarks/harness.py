@@ -127,8 +127,9 @@ def time_in_turns(
     return {name: Quantiles.of(times) for name, times in samples.items()}
 
 
-def time_kernel(function: Callable[[], object], device: torch.device) -> Quantiles:
-    """Seconds per call of one operation, with `do_bench` on a GPU.
+def time_kernel(function: Callable[[], object], device: torch.device, repeat_ms: int = 100) -> Quantiles:
+    """Seconds per call of one operation, with `do_bench` on a GPU: as many calls
+    as fit in `repeat_ms` milliseconds, after a quarter of that in warm-up calls.
 
     Kernels are timed on a CPU only in smoke runs, whose numbers just show that the
     benchmark runs: three plain repeats are enough there.
@@ -138,7 +139,9 @@ def time_kernel(function: Callable[[], object], device: torch.device) -> Quantil
     # Imported here: triton reads TRITON_INTERPRET when it is first imported.
     import triton.testing
 
-    milliseconds = triton.testing.do_bench(function, quantiles=DO_BENCH_QUANTILES)
+    milliseconds = triton.testing.do_bench(
+        function, warmup=max(repeat_ms // 4, 1), rep=repeat_ms, quantiles=DO_BENCH_QUANTILES
+    )
     return Quantiles(*milliseconds).scaled(1e-3)
 
 
