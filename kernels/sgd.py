@@ -16,9 +16,8 @@ so the bias rides along at the end of the weight's grid.
 import triton
 import triton.language as tl
 
-# Memory-bound: the block only has to be large enough that each thread moves a
-# few 16-byte vectors. The largest weight of the exercise (401,408 values) is
-# 98 to 392 programs, enough to fill an H100's 132 SMs at every config.
+# Memory-bound: each thread moves a few 16-byte vectors; docs/kernels.md has how
+# the blocks were sized.
 SGD_CONFIGS = [
     triton.Config({"BLOCK": 1024}, num_warps=4),
     triton.Config({"BLOCK": 2048}, num_warps=8),

@@ -20,9 +20,8 @@ fuses the sigmoid into the linear kernels. They serve the exercise's layer API.
 import triton
 import triton.language as tl
 
-# Memory-bound: 2048 to 8192 elements a program, 8 to 32 a thread of 8 warps
-# (16-byte vectors along the rows). The exercise's hidden layers are 64 x 512
-# and 64 x 128: 4 to 16 programs, a launch's worth of overhead either way.
+# Memory-bound: 8 to 32 elements a thread, 16-byte vectors along the rows;
+# docs/kernels.md has how the tiles were sized.
 SIGMOID_CONFIGS = [
     triton.Config({"BLOCK_M": 16, "BLOCK_N": 128}, num_warps=4),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 128}, num_warps=8),

@@ -286,6 +286,14 @@ def assert_uses_tensor_cores(result: dict, arch: int) -> None:
     )
 
 
+def assert_config_compiled(result: dict, alignment: str, arch: int, record_property) -> None:
+    """No spills; a build of an aligned config also multiplies on the tensor cores,
+    in the shared memory sm_<arch> has."""
+    assert_compiled_without_spills(result, record_property)
+    if alignment == "aligned":
+        assert_uses_tensor_cores(result, arch)
+
+
 def config_id(config) -> str:
     """A test id for a triton.Config: its BLOCK sizes, warps and stages."""
     blocks = "x".join(str(value) for name, value in config.kwargs.items() if name.startswith("BLOCK"))

@@ -23,7 +23,7 @@ from compile_check import (
     TENSOR_CORE_PRECISIONS,
     WEIGHT_UNIT_STRIDES,
     assert_compiled_without_spills,
-    assert_uses_tensor_cores,
+    assert_config_compiled,
     compile_in_child,
     compile_job,
     config_id,
@@ -493,7 +493,6 @@ def _backward_cases() -> list:
 
 
 BACKWARD_COMPILE_CASES = _backward_cases() if triton_runnable() else []
-ALIGNED_BACKWARD_CASES = [case for case in BACKWARD_COMPILE_CASES if case[1] == "aligned"]
 
 # The split-K reduction (kernel 3) into fp32 and bf16 gradients.
 REDUCE_COMPILE_CASES = [(dtype, arch) for dtype in ("fp32", "bf16") for arch in ARCHITECTURES]
@@ -549,13 +548,7 @@ def test_weight_gradient_reduce_kernel_compiles_without_spills(backward_compiled
 @requires_triton
 @pytest.mark.parametrize("case", BACKWARD_COMPILE_CASES, ids=backward_case_id)
 def test_linear_backward_kernels_compile_without_spills(backward_compiled, case, record_property):
-    assert_compiled_without_spills(backward_compiled[backward_case_id(case)], record_property)
-
-
-@requires_triton
-@pytest.mark.parametrize("case", ALIGNED_BACKWARD_CASES, ids=backward_case_id)
-def test_linear_backward_aligned_configs_use_tensor_cores(backward_compiled, case):
-    assert_uses_tensor_cores(backward_compiled[backward_case_id(case)], case[-1])
+    assert_config_compiled(backward_compiled[backward_case_id(case)], case[1], case[-1], record_property)
 
 
 @requires_triton

@@ -9,6 +9,8 @@ the compile tests check for it.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 
 from tritonnet.kernels.tiling import ALIGNED, UNALIGNED
@@ -21,18 +23,21 @@ def uses_tensor_cores(dtype: torch.dtype, precision: str) -> bool:
     return dtype != torch.float32 or precision == "tf32"
 
 
-def alignment_class(kernel, args: tuple, dtype: torch.dtype, precision: str) -> str:
-    """ALIGNED or UNALIGNED for `kernel` (a @triton.jit function) launched on `args`,
-    its positional arguments in order, with a dot of `dtype` operands at `precision`.
+def alignment_class(arguments: Mapping[str, object]) -> str:
+    """ALIGNED or UNALIGNED for a launch with `arguments`, the kernel's arguments by
+    name, its constexprs included.
 
-    ALIGNED when the dot runs on the tensor cores and Triton compiles every
-    argument as divisible by 16: each tensor's address a multiple of 16 bytes,
-    each integer a multiple of 16, except a stride (`stride_*`) of 1, which Triton
-    compiles as the constant 1. Floats and None are not specialized on.
+    ALIGNED when the kernel's dot (INPUT_PRECISION, on operands of the first
+    tensor argument's dtype) runs on the tensor cores, and Triton compiles every
+    argument as divisible by 16: each tensor's address a multiple of 16 bytes, each
+    integer a multiple of 16, except a stride (`stride_*`) of 1, which Triton
+    compiles as the constant 1. Floats, strings and None are not specialized on.
     """
-    if not uses_tensor_cores(dtype, precision):
+    precision = arguments.get("INPUT_PRECISION")
+    operand = next(value for value in arguments.values() if isinstance(value, torch.Tensor))
+    if precision is not None and not uses_tensor_cores(operand.dtype, precision):
         return UNALIGNED
-    for name, value in zip(kernel.arg_names, args):
+    for name, value in arguments.items():
         if isinstance(value, torch.Tensor):
             if value.data_ptr() % 16:
                 return UNALIGNED
@@ -47,12 +52,11 @@ def launch_gemm(autotuned: dict, fixed: dict, grid, args: tuple, constexprs: dic
 
     `autotuned` and `fixed` map each class to the kernel's autotuner and its one
     fixed config (`fixed_configs` says which runs); `args` are the kernel's
-    positional arguments, the first of them a dot operand; `constexprs` holds
-    INPUT_PRECISION with the other constexprs.
+    positional arguments; `constexprs` holds INPUT_PRECISION with the others.
     """
-    any_autotuner = next(iter(autotuned.values()))
-    alignment = alignment_class(any_autotuner.fn, args, args[0].dtype, constexprs["INPUT_PRECISION"])
+    kernel = next(iter(autotuned.values())).fn
+    alignment = alignment_class({**dict(zip(kernel.arg_names, args)), **constexprs})
     if fixed_configs():
-        any_autotuner.fn[grid](*args, **constexprs, **fixed[alignment].all_kwargs())
+        kernel[grid](*args, **constexprs, **fixed[alignment].all_kwargs())
     else:
         autotuned[alignment][grid](*args, **constexprs)

@@ -3,9 +3,11 @@
 
 Same contract as `tritonnet.reference.linear_forward` and `linear_backward`. The
 launchers check the arguments (the kernels trust them), allocate the outputs
-that were not given, skip the launch when there is nothing to compute, and pick
-the configs: autotuned on a GPU, one fixed small config in Triton's CPU
-interpreter, whose autotuner would run every config.
+that were not given, and skip the launch when there is nothing to compute.
+`alignment.launch_gemm` picks the configs of the launch's alignment class
+(tensor-core tiles for aligned operands): autotuned on a GPU, one fixed config in
+Triton's CPU interpreter, whose autotuner would run every config. The weight
+gradient's launch, split over the batch when it is large, is `weight_gradient.py`'s.
 """
 
 from __future__ import annotations
@@ -212,10 +214,8 @@ def linear_backward_sgd(
 ) -> torch.Tensor | None:
     """`linear_backward` followed by the SGD step, as `tritonnet.reference.linear_backward_sgd`.
 
-    Here the step is still its own launch (`sgd_update`) after the gradient kernels.
-    Folding it into the weight-gradient kernel's epilogue would save that launch
-    and a pass over the gradients, but the autotuner would then have to restore
-    the weight between its timing runs: that change waits for a GPU to measure it on.
+    The step is its own launch (`sgd_update`) after the gradient kernels, split
+    or not; docs/kernels.md says why it is not folded into them yet.
     """
     grad_input, grad_weight, grad_bias = linear_backward(
         grad_output,

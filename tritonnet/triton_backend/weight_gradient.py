@@ -36,11 +36,13 @@ def processors(device: torch.device) -> int:
     return INTERPRETER_PROCESSORS
 
 
-def _launch_gemm(x, grad_output, output, partial_weight, partial_bias, split_strides, rows_per_split, splits,
-                 scale, activation, precision) -> None:
-    """Kernel 2 over `splits` runs of `rows_per_split` rows into `partial_weight`
-    `[K, N]` and `partial_bias` `[N]` (None without a bias) at split 0, the next
-    splits `split_strides` (weight, bias) elements further on."""
+def _launch_gemm(
+    x, grad_output, output, activation, precision, scale, weight_out, bias_out, *,
+    splits=1, rows_per_split=None, split_stride=0,
+) -> None:
+    """Kernel 2 into `weight_out` `[K, N]` and `bias_out` `[N]` (None without a
+    bias): unsplit, or over `splits` runs of `rows_per_split` rows, split s
+    writing `s * split_stride` elements past them."""
     rows, in_features = x.shape
     out_features = grad_output.shape[1]
     output_strides = output.stride() if output is not None else (0, 0)
@@ -48,22 +50,22 @@ def _launch_gemm(x, grad_output, output, partial_weight, partial_bias, split_str
         x,
         grad_output,
         output,
-        partial_weight,
-        partial_bias,
+        weight_out,
+        bias_out,
         rows,
         out_features,
         in_features,
         *x.stride(),
         *grad_output.stride(),
         *output_strides,
-        split_strides[0],
-        *partial_weight.stride(),
-        split_strides[1],
-        partial_bias.stride(0) if partial_bias is not None else 0,
-        rows_per_split,
+        split_stride,
+        *weight_out.stride(),
+        split_stride,
+        bias_out.stride(0) if bias_out is not None else 0,
+        rows if rows_per_split is None else rows_per_split,
         scale,
     )
-    constexprs = dict(HAS_BIAS=partial_bias is not None, ACTIVATION=activation, INPUT_PRECISION=precision)
+    constexprs = dict(HAS_BIAS=bias_out is not None, ACTIVATION=activation, INPUT_PRECISION=precision)
 
     def grid(meta):
         # At least one row of programs: with in_features == 0, grad_weight is
@@ -89,18 +91,15 @@ def launch_weight_gradient(x, grad_output, output, activation, scale, precision,
     out_features = grad_output.shape[1]
     splits, rows_per_split = kernels.weight_gradient_splits(rows, in_features, out_features, processors(x.device))
     if splits == 1:
-        _launch_gemm(
-            x, grad_output, output, grad_weight, grad_bias, (0, 0), rows, 1, scale, activation, precision
-        )
+        _launch_gemm(x, grad_output, output, activation, precision, scale, grad_weight, grad_bias)
         return
 
-    # Rows 0 to K - 1 of each split hold dw's partial sums, row K db's.
+    # Rows 0 to K - 1 of each split hold dw's partial sums, row K db's; unscaled.
     partials = torch.empty(splits, in_features + 1, out_features, dtype=torch.float32, device=x.device)
-    split_stride = partials.stride(0)
-    partial_bias = partials[0, in_features] if grad_bias is not None else None
     _launch_gemm(
-        x, grad_output, output, partials[0, :in_features], partial_bias, (split_stride, split_stride),
-        rows_per_split, splits, 1.0, activation, precision,
+        x, grad_output, output, activation, precision, 1.0,
+        partials[0, :in_features], partials[0, in_features] if grad_bias is not None else None,
+        splits=splits, rows_per_split=rows_per_split, split_stride=partials.stride(0),
     )
     config = kernels.WEIGHT_GRADIENT_REDUCE_CONFIG.all_kwargs()
     bias_numel = out_features if grad_bias is not None else 0
