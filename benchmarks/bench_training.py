@@ -10,17 +10,28 @@ preloaded on the device:
   "tritonnet-reference";
 - "tritonnet-cuda-graph", on a GPU: the same steps replayed from a CUDA graph
   (`tritonnet.GraphedStep`, make_step's choice there), as the trainer runs them;
+- "tritonnet-epoch-graph", on a GPU: the epoch as the trainer runs it there,
+  `tritonnet.make_epoch_steps`, 64 steps to a CUDA graph replay, each step
+  gathering its batch inside the graph, the order drawn on the GPU;
 - "tritonnet-module": `tritonnet.module_model.ModuleModel` (the nn.Module twin,
   autograd and torch.optim.SGD), "tritonnet-module-reference" on a CPU;
 - "torch-eager": idiomatic PyTorch, nn.Sequential + F.cross_entropy + autograd +
   optim.SGD;
 - "torch-compile" and, on a GPU, "torch-compile-reduce-overhead" (CUDA graphs):
   the same, with the loss function under torch.compile;
+- "torch-compile-max-autotune", on a GPU, only when asked for by name: the same in
+  torch.compile's max-autotune mode, whose autotuning takes minutes (the GPU check
+  runs it as a step of its own, under its own time limit);
+- "torch-cuda-graph", on a GPU: the strongest plain-PyTorch step at this size,
+  the whole step (forward, loss, backward, SGD step) captured in one
+  torch.cuda.graph and replayed per batch (`TorchGraphTrainer`);
 - "exercise-style": the exercise's own code, a per-sample DataLoader and
   hand-written layers (see exercise_style.py).
 Reported: ms per epoch and steps per second, median and 20th/80th percentiles
 over the timed epochs, after warm-up epochs that absorb compilation and
-autotuning. The providers take turns epoch by epoch, so that a busy machine slows
+autotuning. For the graphed providers (GRAPHED_PROVIDERS) also the wall time per
+step and, beside it, the GPU kernel time per step: one more epoch under
+torch.profiler, its kernels' durations summed (kernel_time.py). The providers take turns epoch by epoch, so that a busy machine slows
 them all alike. When both ran, the speedup of tritonnet over torch-eager is printed
 (issue 7 asks for at least 1.5x on the CPU at batch 64) and saved as a metric.
 
@@ -46,7 +57,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import exercise_style
-from tritonnet import MLP, make_step
+from kernel_time import profile_kernel_time
+from tritonnet import MLP, make_epoch_steps, make_step
 from tritonnet.backend import use_backend
 from harness import (
     Environment,
@@ -69,7 +81,21 @@ TORCH_COMPILE_MODES = {
     "torch-eager": None,
     "torch-compile": "default",
     "torch-compile-reduce-overhead": "reduce-overhead",
+    "torch-compile-max-autotune": "max-autotune",
 }
+# torch.compile's modes that replay CUDA graphs, which need each step marked.
+GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+GPU_PROVIDERS = (
+    "tritonnet-cuda-graph",
+    "tritonnet-epoch-graph",
+    "torch-cuda-graph",
+    "torch-compile-reduce-overhead",
+    "torch-compile-max-autotune",
+)
+# Left out unless asked for by name: its autotuning alone takes minutes.
+ON_REQUEST_PROVIDERS = ("torch-compile-max-autotune",)
+# The providers whose GPU kernel time per step is reported beside their wall time.
+GRAPHED_PROVIDERS = ("tritonnet-cuda-graph", "tritonnet-epoch-graph", "torch-cuda-graph")
 
 
 @dataclass
@@ -153,6 +179,39 @@ class ExerciseApiTrainer:
         return correct.item() / len(self.data.test_labels)
 
 
+def torch_model(device: torch.device) -> nn.Sequential:
+    """The exercise's MLP as idiomatic PyTorch: Linear and Sigmoid layers, logits out."""
+    layers: list[nn.Module] = []
+    for in_features, out_features in zip(SIZES[:-1], SIZES[1:]):
+        layers += [nn.Linear(in_features, out_features), nn.Sigmoid()]
+    return nn.Sequential(*layers[:-1]).to(device)
+
+
+class EpochGraphTrainer:
+    """tritonnet's epoch as the trainer runs it on a GPU: `make_epoch_steps`, many
+    steps to a graph replay, the order drawn on the device from its own generator."""
+
+    def __init__(self, model, data: Data, batch_size: int, limit: int | None) -> None:
+        self.model, self.data = model, data
+        self.steps = make_epoch_steps(model, data.train_images, data.train_labels, batch_size)
+        self.generator = torch.Generator(device=self.steps.order_device).manual_seed(SEED)
+        self.steps_per_epoch = steps_per_epoch(data, batch_size, limit)
+        self.losses = torch.zeros(self.steps_per_epoch, dtype=torch.float64, device=model.device)
+
+    def train_epoch(self) -> None:
+        rows = len(self.data.train_labels)
+        order = torch.randperm(rows, generator=self.generator, device=self.generator.device)
+        chunk = self.steps.chunk_steps
+        with use_backend("triton"):
+            for first in range(0, self.steps_per_epoch, chunk):
+                self.steps.run(order, first, min(chunk, self.steps_per_epoch - first), self.losses)
+
+    def test_accuracy(self) -> float:
+        with use_backend("triton"):
+            _, correct = self.model.evaluate(self.data.test_images, self.data.test_labels)
+        return correct.item() / len(self.data.test_labels)
+
+
 class TorchTrainer:
     """Idiomatic PyTorch: nn.Sequential, F.cross_entropy, autograd, optim.SGD; the
     loss function eager (`compile_mode` None) or under torch.compile in that mode."""
@@ -160,17 +219,14 @@ class TorchTrainer:
     def __init__(
         self, compile_mode: str | None, data: Data, batch_size: int, limit: int | None
     ) -> None:
-        layers: list[nn.Module] = []
-        for in_features, out_features in zip(SIZES[:-1], SIZES[1:]):
-            layers += [nn.Linear(in_features, out_features), nn.Sigmoid()]
-        self.model = nn.Sequential(*layers[:-1]).to(data.train_images.device)
+        self.model = torch_model(data.train_images.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR)
         self.loss = (
             self._loss
             if compile_mode is None
             else torch.compile(self._loss, mode=compile_mode, dynamic=False)
         )
-        self.cuda_graphs = compile_mode == "reduce-overhead"
+        self.cuda_graphs = compile_mode in GRAPHING_COMPILE_MODES
         self.data, self.batch_size, self.limit = data, batch_size, limit
         self.generator = torch.Generator().manual_seed(SEED)
 
@@ -185,6 +241,62 @@ class TorchTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.loss(x, labels).backward()
             self.optimizer.step()
+
+    @torch.no_grad()
+    def test_accuracy(self) -> float:
+        predictions = self.model(self.data.test_images).argmax(dim=1)
+        return (predictions == self.data.test_labels).float().mean().item()
+
+
+class TorchGraphTrainer:
+    """PyTorch's whole-step CUDA graph, as torch's docs show it ("whole network
+    capture"): nn.Sequential, F.cross_entropy, autograd and optim.SGD, the step
+    captured once over static input buffers and replayed for every full batch.
+
+    torch.optim.SGD has no `capturable` flag in torch 2.11 or 2.13: with a float lr
+    and no momentum its step keeps no state, so it captures as it is. Before the
+    capture, three steps on a side stream (which autograd and cuBLAS need, as the
+    docs do) train on the first batch: three steps more than the other providers
+    take. An epoch's short last batch runs eagerly; the graph keeps its own gradient
+    buffers, so the eager step does not disturb it.
+    """
+
+    def __init__(self, data: Data, batch_size: int, limit: int | None) -> None:
+        device = data.train_images.device
+        self.model = torch_model(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR)
+        self.data, self.batch_size, self.limit = data, batch_size, limit
+        self.generator = torch.Generator().manual_seed(SEED)
+        self.images = torch.empty(batch_size, SIZES[0], device=device)
+        self.labels = torch.empty(batch_size, dtype=torch.int64, device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def _step(self, x: torch.Tensor, labels: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(self.model(x), labels).backward()
+        self.optimizer.step()
+
+    def _capture(self) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._step(self.images, self.labels)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step(self.images, self.labels)
+
+    def train_epoch(self) -> None:
+        for x, labels in shuffled_batches(self.data, self.batch_size, self.generator, self.limit):
+            if x.shape[0] != self.batch_size:
+                self._step(x, labels)
+                continue
+            self.images.copy_(x)
+            self.labels.copy_(labels)
+            if self.graph is None:
+                self._capture()
+            self.graph.replay()
 
     @torch.no_grad()
     def test_accuracy(self) -> float:
@@ -221,15 +333,30 @@ def module_model_importable() -> bool:
 
 def available_providers(device: torch.device) -> list[str]:
     suffix = "" if device.type == "cuda" else "-reference"
-    providers = [f"tritonnet{suffix}"]
-    if device.type == "cuda":
-        providers.append("tritonnet-cuda-graph")
+    providers = [f"tritonnet{suffix}", "tritonnet-cuda-graph", "tritonnet-epoch-graph"]
     if module_model_importable():
         providers.append(f"tritonnet-module{suffix}")
-    providers += ["torch-eager", "torch-compile"]
+    providers += [
+        "torch-eager",
+        "torch-cuda-graph",
+        "torch-compile",
+        "torch-compile-reduce-overhead",
+        "torch-compile-max-autotune",
+        "exercise-style",
+    ]
     if device.type == "cuda":
-        providers.append("torch-compile-reduce-overhead")
-    return providers + ["exercise-style"]
+        return providers
+    return [name for name in providers if name not in GPU_PROVIDERS]
+
+
+def skip_gpu_providers(requested: list[str] | None, device: torch.device) -> list[str] | None:
+    """`requested` without the providers that need CUDA, each named as skipped, on a CPU."""
+    if requested is None or device.type == "cuda":
+        return requested
+    for name in requested:
+        if name in GPU_PROVIDERS:
+            print(f"skipped: {name} needs CUDA", flush=True)
+    return [name for name in requested if name not in GPU_PROVIDERS]
 
 
 def make_trainer(provider: str, data: Data, batch_size: int, limit: int | None):
@@ -243,12 +370,17 @@ def make_trainer(provider: str, data: Data, batch_size: int, limit: int | None):
 
         model = ModuleModel(batch_size, LR, SIZES, grad_scale="batch", device=device)
         return ExerciseApiTrainer(model, backend, data, batch_size, limit)
+    if provider == "tritonnet-epoch-graph":
+        model = MLP(batch_size, LR, SIZES, grad_scale="batch", device=device)
+        return EpochGraphTrainer(model, data, batch_size, limit)
     if provider.startswith("tritonnet"):
         model = MLP(batch_size, LR, SIZES, grad_scale="batch", device=device)
         graphed = provider == "tritonnet-cuda-graph"
         return ExerciseApiTrainer(model, backend, data, batch_size, limit, cuda_graph=graphed)
     if provider == "exercise-style":
         return ExerciseStyleTrainer(data, batch_size, limit)
+    if provider == "torch-cuda-graph":
+        return TorchGraphTrainer(data, batch_size, limit)
     return TorchTrainer(TORCH_COMPILE_MODES[provider], data, batch_size, limit)
 
 
@@ -258,24 +390,29 @@ def steps_per_epoch(data: Data, batch_size: int, limit: int | None) -> int:
 
 
 def report_speedup(
-    writer: ResultWriter, epoch_seconds: dict[str, Quantiles], label: str, batch_size: int
+    writer: ResultWriter,
+    epoch_seconds: dict[str, Quantiles],
+    label: str,
+    batch_size: int,
+    baseline: str = "torch-eager",
 ) -> None:
-    """Print and save how many times faster tritonnet's epoch is than torch-eager's."""
-    if "torch-eager" not in epoch_seconds:
+    """Print and save how many times faster tritonnet's epoch is than `baseline`'s."""
+    if baseline not in epoch_seconds:
         return
-    theirs = epoch_seconds["torch-eager"]
-    for tritonnet in ("tritonnet", "tritonnet-cuda-graph", "tritonnet-reference"):
+    theirs = epoch_seconds[baseline]
+    metric = "speedup_vs_" + baseline.replace("-", "_")
+    for tritonnet in ("tritonnet", "tritonnet-cuda-graph", "tritonnet-epoch-graph", "tritonnet-reference"):
         if tritonnet not in epoch_seconds:
             continue
         ours = epoch_seconds[tritonnet]
         # Their time over ours; the percentiles pair each side's opposite extremes.
         speedup = Quantiles(theirs.p50 / ours.p50, theirs.p20 / ours.p80, theirs.p80 / ours.p20)
         print(
-            f"speedup of {tritonnet} over torch-eager, batch {batch_size}: {speedup.p50:.2f}x "
+            f"speedup of {tritonnet} over {baseline}, batch {batch_size}: {speedup.p50:.2f}x "
             f"(epoch medians; {speedup.p20:.2f}x to {speedup.p80:.2f}x)",
             flush=True,
         )
-        writer.add(tritonnet, label, "batch", batch_size, "speedup_vs_torch_eager", "x", speedup)
+        writer.add(tritonnet, label, "batch", batch_size, metric, "x", speedup)
 
 
 def benchmark_epochs(
@@ -299,7 +436,23 @@ def benchmark_epochs(
             row = (provider, label, "batch", batch_size)
             writer.add(*row, "epoch_time", "ms", seconds.scaled(1e3))
             writer.add(*row, "steps_per_second", "steps/s", seconds.rate(steps))
+            if provider in GRAPHED_PROVIDERS:
+                writer.add(*row, "wall_us_per_step", "us", seconds.scaled(1e6 / steps))
+                report_kernel_time(writer, row, trainers[provider], steps)
         report_speedup(writer, epoch_seconds, label, batch_size)
+        # Issue 16's bar: twice PyTorch's own whole-step CUDA graph.
+        report_speedup(writer, epoch_seconds, label, batch_size, baseline="torch-cuda-graph")
+
+
+def report_kernel_time(writer: ResultWriter, row: tuple, trainer, steps: int) -> None:
+    """One more epoch under torch.profiler: its kernels' time per step, saved as
+    `gpu_kernel_us_per_step` beside the wall time, and the busiest kernels printed."""
+    per_kernel = profile_kernel_time(trainer.train_epoch, steps)
+    total = sum(per_kernel.values())
+    print(f"{row[0]}, batch {row[3]}: {total:.1f} us of GPU kernels per step", flush=True)
+    for name, microseconds in list(per_kernel.items())[:12]:
+        print(f"  {microseconds:8.2f} us  {name[:100]}", flush=True)
+    writer.add(*row, "gpu_kernel_us_per_step", "us", Quantiles(total, total, total))
 
 
 def benchmark_time_to_accuracy(
@@ -387,10 +540,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_float32_matmul_precision("highest")
     available = available_providers(device)
     compiling = [name for name in available if name.startswith("torch-compile")]
-    default = (
-        [name for name in available if name not in compiling] if arguments.smoke else available
-    )
-    providers = select_providers(available, default, arguments.providers)
+    left_out = compiling if arguments.smoke else ON_REQUEST_PROVIDERS
+    default = [name for name in available if name not in left_out]
+    requested = skip_gpu_providers(arguments.providers, device)
+    providers = select_providers(available, default, requested)
     data = load_data(arguments.synthetic, device)
     label = f"{data.name} fp32-ieee"
     if arguments.limit is not None:

@@ -76,15 +76,16 @@ pytest=("$python" -m pytest -q -p no:cacheprovider -m "not slow" -rs --durations
 
 # 1. The compiled, autotuned kernels at the exercise's shapes, ieee/tf32/bf16, and training.
 if wanted gpu_tests; then
-    step 120 "${pytest[@]}" tests/test_gpu.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
+    step 130 "${pytest[@]}" tests/test_gpu.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
 fi
 
-# The CUDA-graph training step against the eager one: correct, then timed.
+# The CUDA-graph training steps (one step, and many steps, per replay) against the
+# eager one: correct, then timed beside PyTorch's own whole-step graph.
 if wanted graphs; then
-    step 60 "${pytest[@]}" tests/test_gpu.py -k "cuda_graph or training" \
+    step 60 "${pytest[@]}" tests/test_gpu.py -k "cuda_graph or training or epoch_graph" \
         --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
     step 75 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
-        --providers tritonnet,tritonnet-cuda-graph,torch-eager
+        --providers tritonnet,tritonnet-cuda-graph,tritonnet-epoch-graph,torch-eager,torch-cuda-graph
 fi
 
 # 2. The exercise's 30 epochs through the Triton backend, on the GPU.
@@ -106,8 +107,9 @@ if wanted bench; then
     step 120 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
     step 30 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
     step 40 "$python" benchmarks/bench_output_layer.py --quick --results-dir "$results" --providers "$fast"
-    step 60 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
-        --providers tritonnet,tritonnet-cuda-graph,tritonnet-module,torch-eager,exercise-style
+    # The graphed providers add their GPU kernel time per step (one profiled epoch each).
+    step 75 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
+        --providers tritonnet,tritonnet-cuda-graph,tritonnet-epoch-graph,tritonnet-module,torch-eager,torch-cuda-graph,exercise-style
 fi
 
 # 4. Every operation's tests with their tensors on the GPU (conftest.TEST_DEVICE).
@@ -126,6 +128,9 @@ fi
 if wanted compile; then
     step 60 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
         --providers torch-compile,torch-compile-reduce-overhead
+    # Its autotuning takes minutes at worst: batch 64 alone, and a timeout costs only its rows.
+    step 60 "$python" benchmarks/bench_training.py --quick --results-dir "$results" --batch-sizes 64 \
+        --providers torch-compile-max-autotune
 fi
 
 step 20 "$python" benchmarks/report.py --results-dir "$results"

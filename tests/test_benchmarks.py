@@ -46,6 +46,7 @@ def load_script(name: str):
 
 harness = load_script("harness")
 peaks = load_script("peaks")
+kernel_time = load_script("kernel_time")
 
 
 def run_script(name: str, *arguments: str) -> subprocess.CompletedProcess:
@@ -234,6 +235,51 @@ def test_kernel_benchmarks_skip_without_cuda(tmp_path, benchmark):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "skipped: needs CUDA"
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(ON_GPU, reason="on a GPU these providers run instead of skipping")
+def test_training_providers_that_need_cuda_are_skipped_by_name_on_a_cpu(tmp_path):
+    gpu_only = ["torch-cuda-graph", "tritonnet-epoch-graph", "torch-compile-max-autotune"]
+    result = run_script(
+        "bench_training",
+        "--smoke",
+        "--batch-sizes",
+        "64",
+        "--epochs",
+        "1",
+        "--providers",
+        ",".join(["torch-eager", *gpu_only]),
+        "--results-dir",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    for name in gpu_only:
+        assert f"skipped: {name} needs CUDA" in result.stdout
+    _, rows = read_csv(tmp_path / "training.csv")
+    assert {row["provider"] for row in rows} == {"torch-eager"}
+
+
+def _device_event(name: str, start: float, end: float, device_type):
+    from torch.autograd.profiler_util import FunctionEvent
+
+    return FunctionEvent(id=0, name=name, thread=0, start_us=start, end_us=end, device_type=device_type)
+
+
+def test_kernel_time_sums_each_kernels_device_events_per_step():
+    from torch.autograd import DeviceType
+
+    events = [
+        _device_event("gemm", 0, 3, DeviceType.CUDA),
+        _device_event("aten::mm", 0, 50, DeviceType.CPU),  # the host's side: left out
+        _device_event("sigmoid", 3, 4, DeviceType.CUDA),
+        _device_event("gemm", 10, 15, DeviceType.CUDA),
+        _device_event("Memcpy DtoD", 20, 22, DeviceType.CUDA),
+    ]
+    per_step = kernel_time.kernel_time_per_step(events, steps=2)
+    assert per_step == {"gemm": 4.0, "Memcpy DtoD": 1.0, "sigmoid": 0.5}
+    assert list(per_step) == ["gemm", "Memcpy DtoD", "sigmoid"]  # busiest first
+    with pytest.raises(ValueError, match="steps"):
+        kernel_time.kernel_time_per_step(events, steps=0)
 
 
 def test_a_provider_that_cannot_run_here_is_refused_by_name():

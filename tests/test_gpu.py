@@ -203,3 +203,53 @@ def test_cuda_graph_steps_follow_the_eager_steps():
             torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+@pytest.mark.parametrize("grad_scale", tritonnet.GRAD_SCALES)
+def test_epoch_graph_steps_follow_the_per_step_fused_step(grad_scale):
+    """make_epoch_steps's chunks, many steps to a replay, against the eager FusedStep
+    over the same order drawn on the GPU: an eager first chunk, captures, replays,
+    odd chunks (a resumed run's), the short last batch, and an lr change, which must
+    run eagerly and capture again."""
+    from tritonnet.epoch_graph import CHUNK_STEPS, GraphedEpochSteps
+    from tritonnet.fused_step import FusedStep
+
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        batch, steps_per_epoch = 64, 2 * CHUNK_STEPS + 8
+        rows = (steps_per_epoch - 1) * batch + 16  # a short last batch of 16 rows
+        generator = torch.Generator(device="cuda").manual_seed(0)
+        images = torch.randn(rows, 784, device="cuda", generator=generator)
+        labels = torch.randint(0, 10, (rows,), device="cuda", generator=generator)
+        torch.manual_seed(1)
+        graphed_model = tritonnet.MLP(batch, 0.1, grad_scale=grad_scale, device="cuda")
+        torch.manual_seed(1)
+        eager_model = tritonnet.MLP(batch, 0.1, grad_scale=grad_scale, device="cuda")
+        runner = tritonnet.make_epoch_steps(graphed_model, images, labels, batch)
+        assert isinstance(runner, GraphedEpochSteps) and runner.order_device.type == "cuda"
+        oracle = FusedStep(eager_model)
+        chunks_of_epochs = [
+            [(0, CHUNK_STEPS), (CHUNK_STEPS, CHUNK_STEPS), (2 * CHUNK_STEPS, 8)],
+            [(0, 5), (5, CHUNK_STEPS - 5), (CHUNK_STEPS, CHUNK_STEPS), (2 * CHUNK_STEPS, 8)],
+            "lr",
+            [(0, CHUNK_STEPS), (CHUNK_STEPS, CHUNK_STEPS), (2 * CHUNK_STEPS, 8)],
+        ]
+        with use_backend("triton"):
+            for epoch, chunks in enumerate(chunks_of_epochs):
+                if chunks == "lr":
+                    graphed_model.lr = eager_model.lr = 0.05
+                    continue
+                order = torch.randperm(rows, device="cuda", generator=generator)
+                losses = torch.full((steps_per_epoch,), float("nan"), dtype=torch.float64, device="cuda")
+                for first, count in chunks:
+                    runner.run(order, first, count, losses)
+                expected = torch.stack(
+                    [oracle(images[index], labels[index]).double() for index in order.split(batch)]
+                )
+                # The same kernels with the same configs: equal up to rounding.
+                torch.testing.assert_close(losses, expected, rtol=1e-6, atol=1e-7, msg=f"epoch {epoch}")
+        for ours, theirs in zip(graphed_model.state_dict().values(), eager_model.state_dict().values()):
+            torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    finally:
+        torch.set_float32_matmul_precision(previous)

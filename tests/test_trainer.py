@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tritonnet import trainer
+from tritonnet import step as step_module
 from tritonnet.backend import use_backend
 from tritonnet.checkpoint import load_checkpoint
 from tritonnet.datasets import Dataset, load_dataset
@@ -115,7 +115,7 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, monkeypatch):
 
         return step
 
-    monkeypatch.setattr(trainer, "make_step", make_step_that_fails_at_the_fifteenth_call)
+    monkeypatch.setattr(step_module, "make_step", make_step_that_fails_at_the_fifteenth_call)
     # 300 rows in batches of 32: 10 steps an epoch, so call 15 is epoch 2, step 5.
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 5\b"):
         train(config(epochs=3), synthetic_dataset(), tmp_path, log=quiet)
@@ -130,7 +130,7 @@ def test_the_step_is_graphed_as_configured(tmp_path, monkeypatch, cuda_graphs, e
         asked.append(options.get("cuda_graph"))
         return make_step(model, **options)
 
-    monkeypatch.setattr(trainer, "make_step", recording_make_step)
+    monkeypatch.setattr(step_module, "make_step", recording_make_step)
     train(config(epochs=1, cuda_graphs=cuda_graphs), synthetic_dataset(), tmp_path, log=quiet)
     assert asked == [expected]
 
@@ -167,3 +167,17 @@ def test_module_api_trains_like_the_exercise_api(tmp_path, grad_scale):
     for ours, theirs in zip(exercise, module):
         for key in ("train_loss", "test_loss", "test_accuracy"):
             assert theirs[key] == pytest.approx(ours[key], rel=1e-5), key
+
+
+def test_resume_refuses_a_batch_order_drawn_on_another_device(tmp_path):
+    # A GPU run with graphs draws its order on the GPU: its generator state cannot
+    # continue on the CPU, so the resume says why instead of failing in set_state.
+    from tritonnet.checkpoint import save_checkpoint
+
+    dataset = synthetic_dataset()
+    train(config(epochs=1), dataset, tmp_path, log=quiet)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["shuffle_device"] == "cpu"
+    save_checkpoint(tmp_path / "checkpoint.pt", {**state, "shuffle_device": "cuda"})
+    with pytest.raises(ValueError, match="drew its batch order on cuda; this run draws it on cpu"):
+        train(config(epochs=2), dataset, tmp_path, resume=True, log=quiet)

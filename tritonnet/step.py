@@ -15,6 +15,11 @@ It chooses once, from the model, its device and dtype, between:
 - `ModuleStep` (module_step.py): the nn.Module twin, `ModuleModel`, trained by
   autograd and torch.optim.
 
+`make_epoch_steps` decides, the same way, how the trainer runs an epoch's steps
+over a data set on the device (epoch_graph.py): on a GPU, the exercise MLP's
+steps many to a CUDA graph replay (`GraphedEpochSteps`); elsewhere one step at a
+time, with the step `make_step` gives (`EpochSteps`).
+
 Every kind computes what the exercise's `forward`, `compute_loss`,
 `backward(compute_gradient(...))` and `update` compute one after another, up to
 the rounding of the sums. The loss stays on the device: reading it (`.item()`)
@@ -29,6 +34,7 @@ import torch
 
 from tritonnet import feature_major
 from tritonnet.cuda_graph import GraphedStep
+from tritonnet.epoch_graph import EpochSteps, GraphedEpochSteps
 from tritonnet.fused_step import FusedStep
 from tritonnet.model import MLP
 
@@ -63,3 +69,20 @@ def make_step(model: object, *, cuda_graph: str | bool = "auto") -> Step:
             raise ValueError("cuda_graph=True needs a tritonnet.MLP: a ModuleModel's step runs eagerly")
         return ModuleStep(model)
     raise TypeError(f"model must be a tritonnet.MLP or a ModuleModel, got {type(model).__name__}")
+
+
+def make_epoch_steps(
+    model: object, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, cuda_graph: str | bool = "auto"
+) -> EpochSteps:
+    """The runner of an epoch's steps of `model` over `images` and `labels`, the whole
+    training set on the model's device (epoch_graph.py).
+
+    `cuda_graph` as for `make_step`: where the exercise MLP is on a GPU, "auto" or
+    True runs its steps many to a graph replay, drawing the epoch's order on the GPU
+    (so the order differs from a CPU run's, and from a run with False, with the
+    same seed); False runs one step at a time.
+    """
+    step = make_step(model, cuda_graph=cuda_graph)
+    if isinstance(step, GraphedStep):  # graphed one step at a time: graph many instead
+        return GraphedEpochSteps(step.step, images, labels, batch_size)
+    return EpochSteps(step, images, labels, batch_size)

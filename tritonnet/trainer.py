@@ -1,15 +1,20 @@
 """The training loop of the exercise: SGD over shuffled batches, the test set after
 every epoch, a checkpoint after every epoch, and resume.
 
-The whole data set is moved to the device once. Each step gathers its shuffled
-batch with `index_select` into a reused buffer and calls the step `make_step`
-chose; the loss stays on the device and is read back only when the progress bar
-refreshes, so a GPU is never made to wait for Python at each step.
+The whole data set is moved to the device once. The steps run in chunks through
+the runner `make_epoch_steps` chose (epoch_graph.py): one step at a time on the
+CPU, many to a CUDA graph replay on a GPU. Each step gathers its shuffled batch
+with `index_select` into a reused buffer; the losses stay on the device and are
+read back only when the progress bar refreshes or the epoch ends, so a GPU is
+never made to wait for Python at each step. A stop (Ctrl-C) takes effect at the
+end of a chunk: on a GPU, within 64 steps.
 
 Determinism: the network's initial weights come from torch's global RNG seeded
 with `seed`; the batch order comes from a separate generator, seeded with
-`seed` too, whose state is checkpointed. On the CPU one seed gives the same
-numbers run after run, and a resumed run ends bit-identical to one that was never
+`seed` too, whose state is checkpointed. It lives where the runner draws the
+order: on the CPU, or on the GPU where the steps replay many to a graph, so that
+order differs from a CPU run's. One seed gives the same numbers run after run on
+one device, and a resumed run ends bit-identical to one that was never
 interrupted.
 """
 
@@ -31,7 +36,7 @@ from tritonnet.checkpoint import load_checkpoint, save_checkpoint
 from tritonnet.datasets import Dataset
 from tritonnet.files import atomic_write
 from tritonnet.model import EXERCISE_SIZES, MLP
-from tritonnet.step import make_step
+from tritonnet.step import make_epoch_steps
 
 EVAL_BATCH = 1000
 PROGRESS_EVERY = 50  # steps between progress-bar refreshes (each reads the loss back)
@@ -182,7 +187,12 @@ def train(
 
     torch.manual_seed(config.seed)
     model = build_model(config, device)
-    shuffle = torch.Generator().manual_seed(config.seed)
+    train_images = dataset.train_images.to(device)
+    train_labels = dataset.train_labels.to(device)
+    steps = make_epoch_steps(
+        model, train_images, train_labels, config.batch_size, cuda_graph="auto" if config.cuda_graphs else False
+    )
+    shuffle = torch.Generator(device=steps.order_device).manual_seed(config.seed)
     history: list[dict[str, float]] = []
     first_epoch, first_step, partial = 1, 0, {"loss_sum": 0.0, "seconds": 0.0}
     if resume:
@@ -194,22 +204,21 @@ def train(
                 f"{state['dataset']}; this run has {config.numerics()} on {dataset.name}"
             )
         model.load_state_dict(state["parameters"])
+        if state.get("shuffle_device", "cpu") != shuffle.device.type:
+            raise ValueError(
+                f"checkpoint {checkpoint_path} drew its batch order on {state.get('shuffle_device', 'cpu')}; "
+                f"this run draws it on {shuffle.device.type} (resume with the same device and --no-cuda-graphs setting)"
+            )
         shuffle.set_state(state["shuffle_state"])
         torch.set_rng_state(state["torch_rng_state"])
         history = list(state["history"])
         first_epoch, first_step, partial = state["epoch"] + 1, state["step"], dict(state["partial"])
         log(f"resuming {out} at epoch {first_epoch}, step {first_step}")
 
-    train_images = dataset.train_images.to(device)
-    train_labels = dataset.train_labels.to(device)
     test_images = dataset.test_images.to(device)
     test_labels = dataset.test_labels.to(device)
     rows = train_images.shape[0]
     steps_per_epoch = math.ceil(rows / config.batch_size)
-    batch_images = torch.empty(config.batch_size, train_images.shape[1], device=device)
-    batch_labels = torch.empty(config.batch_size, dtype=torch.int64, device=device)
-    # The step's loss is overwritten by the next step: it is copied into step_losses at once.
-    train_step = make_step(model, cuda_graph="auto" if config.cuda_graphs else False)
 
     def checkpoint(epoch_done: int, step: int, shuffle_state: torch.Tensor, running: dict) -> None:
         save_checkpoint(
@@ -221,6 +230,7 @@ def train(
                 "epoch": epoch_done,
                 "step": step,
                 "shuffle_state": shuffle_state,
+                "shuffle_device": shuffle.device.type,
                 "torch_rng_state": torch.get_rng_state(),
                 "partial": running,
                 "history": history,
@@ -231,7 +241,7 @@ def train(
     with _StopRequest() as stop:
         for epoch in range(first_epoch, config.epochs + 1):
             shuffle_state = shuffle.get_state()
-            order = torch.randperm(rows, generator=shuffle).to(device)
+            order = torch.randperm(rows, generator=shuffle, device=shuffle.device).to(device)
             # Each step's mean loss, kept on the device; weighted by its batch's rows
             # at the end of the epoch (only the last batch may be short).
             step_losses = torch.zeros(steps_per_epoch, dtype=torch.float64, device=device)
@@ -242,14 +252,13 @@ def train(
             started = time.perf_counter()
             step = first_step
             while step < steps_per_epoch:
-                index = order[step * config.batch_size : (step + 1) * config.batch_size]
-                count = index.shape[0]
-                images = torch.index_select(train_images, 0, index, out=batch_images[:count])
-                labels = torch.index_select(train_labels, 0, index, out=batch_labels[:count])
-                step_losses[step] = train_step(images, labels)
-                step += 1
-                bar.update(1)
-                if stop.requested or step % PROGRESS_EVERY == 0 or step == steps_per_epoch:
+                # To the next chunk boundary, so that a resumed run's chunks line up.
+                count = min(steps_per_epoch, (step // steps.chunk_steps + 1) * steps.chunk_steps) - step
+                steps.run(order, step, count, step_losses)
+                step += count
+                bar.update(count)
+                refresh = config.progress and step // PROGRESS_EVERY > (step - count) // PROGRESS_EVERY
+                if stop.requested or refresh or step == steps_per_epoch:
                     _check_finite(step_losses, epoch, first_step, step, config, checkpoint_path)
                     if stop.requested:
                         break
