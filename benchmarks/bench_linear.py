@@ -10,8 +10,7 @@ as the floor.
 
     python benchmarks/bench_linear.py [--quick] [--results-dir DIR]
 
-Without CUDA it prints "skipped: needs CUDA" and exits; `--smoke` runs one tiny
-case anywhere (on a CPU in Triton's interpreter) to show that the script works.
+Without CUDA it skips; `--smoke` runs one tiny case anywhere (see kernel_common).
 """
 
 from __future__ import annotations
@@ -22,20 +21,7 @@ import sys
 
 import torch
 
-from harness import Environment, ResultWriter, parser, results_dir, time_kernel
-from kernel_common import (
-    MATMUL_MODES,
-    QUICK_BATCHES,
-    Work,
-    kernel_device,
-    kernel_providers,
-    precision,
-    record,
-    repeat_ms,
-    torch_variant,
-    tritonnet_ops,
-)
-from peaks import peak_for
+from kernel_common import MATMUL_MODES, QUICK_BATCHES, KernelBenchmark, Work, torch_variant, tritonnet_ops
 
 LAYER_SHAPES = [(784, 512), (512, 128), (128, 10)]
 BATCH_SIZES = [64, 256, 1024, 4096, 16384]
@@ -97,19 +83,15 @@ def make_call(provider: str, pass_name: str, x, weight, bias, grad_output):
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = parser(__doc__.splitlines()[0]).parse_args(argv)
-    device = kernel_device(arguments)
-    providers = kernel_providers(arguments, device, FLOOR)
-    writer = ResultWriter("linear", results_dir(arguments), Environment.detect(device))
-    peak = peak_for(writer.environment.device)
+    run = KernelBenchmark.start(__doc__, "linear", FLOOR, argv)
     for pass_name, (in_features, out_features), mode_name, rows in cases(
-        arguments.quick, arguments.smoke
+        run.arguments.quick, run.arguments.smoke
     ):
         mode = MATMUL_MODES[mode_name]
         label = f"{pass_name} {in_features}x{out_features} {mode.name}"
 
         def tensor(*shape: int, scale: float = 1.0) -> torch.Tensor:
-            return (torch.randn(*shape, device=device) * scale).to(mode.dtype)
+            return (torch.randn(*shape, device=run.device) * scale).to(mode.dtype)
 
         scale = math.sqrt(1.0 / in_features)  # the exercise's initialization
         x = tensor(rows, in_features)
@@ -119,11 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         grad_output = tensor(rows, out_features)
         case_work = work(pass_name, rows, in_features, out_features, x.element_size())
-        with precision(mode):
-            for provider in providers:
-                call = make_call(provider, pass_name, x, weight, bias, grad_output)
-                seconds = time_kernel(call, device, repeat_ms(arguments))
-                record(writer, provider, label, mode, "batch", rows, seconds, case_work, peak)
+        run.time_case(
+            lambda provider: make_call(provider, pass_name, x, weight, bias, grad_output),
+            mode,
+            label,
+            "batch",
+            rows,
+            case_work,
+        )
     return 0
 
 

@@ -9,8 +9,7 @@ target), eager and compiled, with one cuBLAS matmul (`torch.mm`) as the floor.
 
     python benchmarks/bench_output_layer.py [--quick] [--results-dir DIR]
 
-Without CUDA it prints "skipped: needs CUDA" and exits; `--smoke` runs a tiny
-case anywhere (on a CPU in Triton's interpreter) to show that the script works.
+Without CUDA it skips; `--smoke` runs a tiny case anywhere (see kernel_common).
 """
 
 from __future__ import annotations
@@ -22,20 +21,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from harness import Environment, ResultWriter, parser, results_dir, time_kernel
-from kernel_common import (
-    MATMUL_MODES,
-    QUICK_BATCHES,
-    Work,
-    kernel_device,
-    kernel_providers,
-    precision,
-    record,
-    repeat_ms,
-    torch_variant,
-    tritonnet_ops,
-)
-from peaks import peak_for
+from kernel_common import MATMUL_MODES, QUICK_BATCHES, KernelBenchmark, Work, torch_variant, tritonnet_ops
 
 IN_FEATURES, CLASSES = 128, 10
 BATCH_SIZES = [64, 256, 1024, 4096, 16384]
@@ -78,13 +64,10 @@ def make_call(provider: str, x, weight, bias, target):
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = parser(__doc__.splitlines()[0]).parse_args(argv)
-    device = kernel_device(arguments)
-    providers = kernel_providers(arguments, device, FLOOR)
-    writer = ResultWriter("output_layer", results_dir(arguments), Environment.detect(device))
-    peak = peak_for(writer.environment.device)
+    run = KernelBenchmark.start(__doc__, "output_layer", FLOOR, argv)
+    device = run.device
     scale = math.sqrt(1.0 / IN_FEATURES)  # the exercise's initialization
-    for mode_name, rows in cases(arguments.quick, arguments.smoke):
+    for mode_name, rows in cases(run.arguments.quick, run.arguments.smoke):
         mode = MATMUL_MODES[mode_name]
         label = f"{IN_FEATURES}x{CLASSES} {mode.name}"
         # The input of the output layer is a sigmoid's output, in (0, 1).
@@ -93,10 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         bias = (torch.randn(CLASSES, device=device) * scale).to(mode.dtype)
         target = torch.randint(0, CLASSES, (rows,), device=device)
         case_work = work(rows, x.element_size())
-        with precision(mode):
-            for provider in providers:
-                seconds = time_kernel(make_call(provider, x, weight, bias, target), device, repeat_ms(arguments))
-                record(writer, provider, label, mode, "batch", rows, seconds, case_work, peak)
+        run.time_case(
+            lambda provider: make_call(provider, x, weight, bias, target), mode, label, "batch", rows, case_work
+        )
     return 0
 
 

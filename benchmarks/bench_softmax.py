@@ -7,8 +7,7 @@ writes each element once, so the figure of merit is GB/s: it is timed against
 
     python benchmarks/bench_softmax.py [--quick] [--results-dir DIR]
 
-Without CUDA it prints "skipped: needs CUDA" and exits; `--smoke` runs a tiny
-case anywhere (on a CPU in Triton's interpreter) to show that the script works.
+Without CUDA it skips; `--smoke` runs a tiny case anywhere (see kernel_common).
 """
 
 from __future__ import annotations
@@ -18,19 +17,7 @@ import sys
 
 import torch
 
-from harness import Environment, ResultWriter, parser, results_dir, time_kernel
-from kernel_common import (
-    ELEMENTWISE_MODES,
-    Work,
-    kernel_device,
-    kernel_providers,
-    precision,
-    record,
-    repeat_ms,
-    torch_variant,
-    tritonnet_ops,
-)
-from peaks import peak_for
+from kernel_common import ELEMENTWISE_MODES, KernelBenchmark, Work, torch_variant, tritonnet_ops
 
 ROWS = 4096
 COLUMNS = [256, 512, 1024, 2048, 4096, 8192, 16384]
@@ -64,21 +51,14 @@ def make_call(provider: str, x: torch.Tensor):
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = parser(__doc__.splitlines()[0]).parse_args(argv)
-    device = kernel_device(arguments)
-    providers = kernel_providers(arguments, device, FLOOR)
-    writer = ResultWriter("softmax", results_dir(arguments), Environment.detect(device))
-    peak = peak_for(writer.environment.device)
-    for mode_name, rows, columns in cases(arguments.quick, arguments.smoke):
+    run = KernelBenchmark.start(__doc__, "softmax", FLOOR, argv)
+    for mode_name, rows, columns in cases(run.arguments.quick, run.arguments.smoke):
         mode = ELEMENTWISE_MODES[mode_name]
         label = f"{rows} rows {mode.name}"
-        x = torch.randn(rows, columns, device=device).to(mode.dtype)
+        x = torch.randn(rows, columns, device=run.device).to(mode.dtype)
         # One read and one write of every element; the few flops per element never bind.
         case_work = Work(flops=0.0, bytes=2.0 * x.numel() * x.element_size())
-        with precision(mode):
-            for provider in providers:
-                seconds = time_kernel(make_call(provider, x), device, repeat_ms(arguments))
-                record(writer, provider, label, mode, "columns", columns, seconds, case_work, peak)
+        run.time_case(lambda provider: make_call(provider, x), mode, label, "columns", columns, case_work)
     return 0
 
 

@@ -13,6 +13,11 @@ Each kernel benchmark times one operation per case against the same providers:
 Each case reports the time (µs) and, from the case's work, TFLOP/s, GB/s and the
 fraction of the device's peak. The work (flops, bytes) is the minimum the
 operation needs, the same for every provider, so the rates compare directly.
+
+Every kernel benchmark takes the harness's flags. Without CUDA it prints
+"skipped: needs CUDA" and exits; `--smoke` runs a tiny case anywhere (on a CPU in
+Triton's interpreter) to show that the script works. `KernelBenchmark` is the
+run they share: its setup, and the timing of one case for every provider.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from harness import Quantiles, ResultWriter, select_providers
-from peaks import Peak
+from harness import Environment, Quantiles, ResultWriter, parser, results_dir, select_providers, time_kernel
+from peaks import Peak, peak_for
 
 
 @dataclass(frozen=True)
@@ -175,3 +180,41 @@ def record(
     if peak is not None:
         fraction = seconds.rate(work.roofline_seconds(peak, mode.compute))
         writer.add(provider, label, x_name, x_value, "peak_fraction", "fraction", fraction)
+
+
+@dataclass(frozen=True)
+class KernelBenchmark:
+    """One run of a kernel benchmark: its flags, device, providers, CSV and peak."""
+
+    arguments: argparse.Namespace
+    device: torch.device
+    providers: list[str]
+    writer: ResultWriter
+    peak: Peak | None
+
+    @classmethod
+    def start(cls, doc: str, name: str, floor: str, argv: list[str] | None) -> KernelBenchmark:
+        """Parse the flags (the script's first docstring line is its description) and
+        set the run up: `name`.csv in the results folder, `floor` among the providers.
+        Exits, as `kernel_device` says, where there is nothing to measure."""
+        arguments = parser(doc.splitlines()[0]).parse_args(argv)
+        device = kernel_device(arguments)
+        providers = kernel_providers(arguments, device, floor)
+        writer = ResultWriter(name, results_dir(arguments), Environment.detect(device))
+        return cls(arguments, device, providers, writer, peak_for(writer.environment.device))
+
+    def time_case(
+        self,
+        make_call: Callable[[str], Callable[[], object]],
+        mode: Mode,
+        label: str,
+        x_name: str,
+        x_value: int,
+        work: Work,
+    ) -> None:
+        """Time `make_call(provider)` for every provider under `mode`'s precision and
+        record each."""
+        with precision(mode):
+            for provider in self.providers:
+                seconds = time_kernel(make_call(provider), self.device, repeat_ms(self.arguments))
+                record(self.writer, provider, label, mode, x_name, x_value, seconds, work, self.peak)

@@ -24,7 +24,8 @@ The kernel tests use it in three steps:
 1. `compile_job` describes one compilation: kernel, argument types, constexprs,
    architecture, warps and stages.
 2. `compile_in_child` compiles a batch of jobs in a child process (why a child:
-   see there) and returns each job's `Resources` as a dict.
+   see there) and returns each job's `Resources` as a dict; `compile_cases`
+   does so for a test module's parametrized cases.
 3. `assert_compiled_without_spills` checks one result and records its registers.
 """
 
@@ -244,6 +245,12 @@ def compile_in_child(jobs: dict[str, dict]) -> dict[str, dict]:
         for job, result in zip(pending.values(), _compile_in_child(list(pending.values()))):
             _COMPILED[json.dumps(job, sort_keys=True)] = result
     return {key: _COMPILED[json.dumps(job, sort_keys=True)] for key, job in jobs.items()}
+
+
+def compile_cases(cases, case_id, job) -> dict[str, dict]:
+    """`compile_in_child` of `job(*case)` (a `compile_job`) for every case, keyed by
+    `case_id(case)`, the id of the case's test."""
+    return compile_in_child({case_id(case): job(*case) for case in cases})
 
 
 def _compile_in_child(jobs: list[dict]) -> list[dict]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +16,9 @@ from tritonnet.backend import ops_for
 
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
-from compile_check import ARCHITECTURES, assert_compiled_without_spills, compile_in_child, compile_job  # noqa: E402
-from conftest import REFERENCE_CUDA_TARGET_SKIP, TEST_DEVICE, requires_triton  # noqa: E402
+from compile_check import ARCHITECTURES, assert_compiled_without_spills, compile_cases, compile_job  # noqa: E402
+from conftest import TEST_DEVICE, requires_triton  # noqa: E402
+from oracles import assert_cross_entropy_outputs, check_out_of_range_targets, cross_entropy_oracle  # noqa: E402
 from shapes import ROW_SHAPES  # noqa: E402
 from tritonnet.kernels.linear_cross_entropy import FUSED_MAX_N  # noqa: E402
 from tritonnet.kernels.softmax import INTERPRETER_MAX_BLOCK_COLS, MAX_BLOCK_COLS, softmax_blocks  # noqa: E402
@@ -49,25 +49,18 @@ def make_inputs(rows, classes, dtype=torch.float32, seed=0):
     return logits.to(device=TEST_DEVICE, dtype=dtype), target.to(TEST_DEVICE)
 
 
-def expected_outputs(logits, target, scale):
-    """The oracle: float64 softmax and cross_entropy of exactly the given logits,
-    and the gradient of the summed loss by autograd, times scale."""
-    logits64 = logits.double().requires_grad_()
-    summed = F.cross_entropy(logits64, target, reduction="sum")
-    summed.backward()
-    return torch.softmax(logits64.detach(), dim=1), summed.detach() / logits.shape[0], logits64.grad * scale
+expected_outputs = cross_entropy_oracle
 
 
 def assert_matches(outputs, expected, tolerance=None):
     """`tolerance`: of p and the gradient for half-precision outputs (fp32 ones otherwise)."""
-    probabilities, loss, grad_logits = outputs
-    expected_probabilities, expected_loss, expected_grad = expected
-    assert loss.dtype == torch.float32 and loss.dim() == 0
-    torch.testing.assert_close(loss.double(), expected_loss, **LOSS_TOLERANCE)
-    torch.testing.assert_close(
-        probabilities.double(), expected_probabilities, **(tolerance or PROBABILITY_TOLERANCE)
+    assert_cross_entropy_outputs(
+        outputs,
+        expected,
+        LOSS_TOLERANCE,
+        tolerance or PROBABILITY_TOLERANCE,
+        tolerance or GRADIENT_TOLERANCE,
     )
-    torch.testing.assert_close(grad_logits.double(), expected_grad, **(tolerance or GRADIENT_TOLERANCE))
 
 
 @pytest.mark.parametrize("rows,classes", ROW_SHAPES)
@@ -127,28 +120,14 @@ def test_cross_entropy_extreme_logits(backend, classes):
 def test_target_out_of_range(backend, classes):
     """The Triton kernel gives a NaN loss row; the reference trusts its arguments."""
     logits, target = make_inputs(6, classes)
-    target[1], target[4] = classes, -1
-    if backend == "reference":
-        if TEST_DEVICE == "cuda":
-            pytest.skip(REFERENCE_CUDA_TARGET_SKIP)
-        # It indexes with the target: an IndexError past the last class (and a
-        # negative index counts from the end, as Python's do).
-        with pytest.raises(IndexError):
-            ops_for(logits).cross_entropy(logits, target)
-        return
-    probabilities, loss, grad_logits = ops_for(logits).cross_entropy(logits, target, 0.5)
-    assert torch.isnan(loss)
-    for bad in (classes, -1):  # each alone, all other targets valid: still NaN
-        alone = torch.where(target == bad, target, 0)
-        assert torch.isnan(ops_for(logits).cross_entropy(logits, alone)[1]), f"target {bad}"
-    valid = torch.tensor([0, 2, 3, 5], device=TEST_DEVICE)
-    expected = expected_outputs(logits[valid], target[valid], 0.5)
-    torch.testing.assert_close(
-        probabilities.double(), torch.softmax(logits.double(), dim=1), **PROBABILITY_TOLERANCE
+    check_out_of_range_targets(
+        backend,
+        lambda target, *scale: ops_for(logits).cross_entropy(logits, target, *scale),
+        logits,
+        target,
+        classes,
+        (PROBABILITY_TOLERANCE, GRADIENT_TOLERANCE),
     )
-    torch.testing.assert_close(grad_logits[valid].double(), expected[2], **GRADIENT_TOLERANCE)
-    # No class to subtract: the gradient of a bad row is p * scale.
-    torch.testing.assert_close(grad_logits[[1, 4]], probabilities[[1, 4]] * 0.5)
 
 
 def test_cross_entropy_no_rows(backend):
@@ -236,10 +215,8 @@ def _row_case_id(case) -> str:
 def cross_entropy_compiled() -> dict:
     from tritonnet.kernels.cross_entropy import cross_entropy_kernel
 
-    jobs = {}
-    for case in ROW_CASES:
-        blocks, logits_dtype, output_dtype, arch = case
-        jobs[_row_case_id(case)] = compile_job(
+    def job(blocks, logits_dtype, output_dtype, arch):
+        return compile_job(
             cross_entropy_kernel,
             arch,
             dtype=output_dtype,
@@ -249,7 +226,8 @@ def cross_entropy_compiled() -> dict:
             floats=("scale",),
             num_warps=blocks["num_warps"],
         )
-    return compile_in_child(jobs)
+
+    return compile_cases(ROW_CASES, _row_case_id, job)
 
 
 @pytest.mark.parametrize("case", ROW_CASES, ids=_row_case_id)

@@ -13,6 +13,7 @@ import torch
 
 import tritonnet
 from conftest import TEST_DEVICE
+from oracles import sigmoid_layer_against_autograd
 from tritonnet.layers import GRAD_SCALES, gradient_scale
 
 # fp32 kernels against a float64 oracle: sums of up to ~100 products of O(1)
@@ -69,14 +70,9 @@ def test_linear_initialization_follows_the_exercise():
 
 @pytest.mark.parametrize("rows,features", [(8, 20), (3, 1)])
 def test_sigmoid_forward_backward(backend, rows, features):
-    layer = tritonnet.Sigmoid(features, rows)
-    x = torch.randn(rows, features, device=TEST_DEVICE) * 4
-    grad_output = torch.randn(rows, features, device=TEST_DEVICE)
-    x64 = x.double().requires_grad_()
-    expected = torch.sigmoid(x64)
-    expected.backward(grad_output.double())
-    torch.testing.assert_close(layer.forward(x).double(), expected.detach(), **FP32_TOLERANCE)
-    torch.testing.assert_close(layer.backward(grad_output).double(), x64.grad, **FP32_TOLERANCE)
+    output, grad_input, expected_output, expected_grad = sigmoid_layer_against_autograd(rows, features)
+    torch.testing.assert_close(output.double(), expected_output, **FP32_TOLERANCE)
+    torch.testing.assert_close(grad_input.double(), expected_grad, **FP32_TOLERANCE)
 
 
 def test_softmax_is_stable_for_large_logits(backend):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compile_check import (
@@ -37,6 +37,7 @@ from test_linear_forward import (  # noqa: F401 (alignment_classes: a fixture)
     alignment_classes,
     assert_within_error_bound,
     forward_oracle,
+    given_random_layers,
     make_linear_inputs,
     matmul_precision,
     skip_bf16_in_interpreter,
@@ -227,13 +228,7 @@ def test_linear_backward_without_features(backend, in_features, out_features):
     check_backward(grad_output, x, weight, output, "sigmoid", 0.5)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    rows=st.integers(1, 40),
-    in_features=st.integers(1, 40),
-    out_features=st.integers(1, 40),
-    activation=st.sampled_from(ACTIVATIONS),
-    weight_transposed=st.booleans(),
+@given_random_layers(
     need_grad_input=st.booleans(),
     need_grad_bias=st.booleans(),
     scale=st.sampled_from([1.0, 0.5, 1 / 3]),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,11 +22,12 @@ from compile_check import (  # noqa: E402
     DOT_PRECISIONS,
     WEIGHT_UNIT_STRIDES,
     assert_compiled_without_spills,
-    compile_in_child,
+    compile_cases,
     compile_job,
     config_id,
 )
-from conftest import REFERENCE_CUDA_TARGET_SKIP, TEST_DEVICE, requires_triton  # noqa: E402
+from conftest import TEST_DEVICE, requires_triton  # noqa: E402
+from oracles import assert_cross_entropy_outputs, check_out_of_range_targets, cross_entropy_oracle  # noqa: E402
 from shapes import EXERCISE_LINEAR_SHAPES, ODD_LINEAR_SHAPES, ROW_SHAPES  # noqa: E402
 from tritonnet.kernels.linear_cross_entropy import (  # noqa: E402
     FUSED_MAX_N,
@@ -73,25 +73,15 @@ def expected_outputs(x, weight, bias, target, scale):
     logits = x.double() @ weight.double()
     if bias is not None:
         logits = logits + bias.double()
-    logits.requires_grad_()
-    summed = F.cross_entropy(logits, target, reduction="sum")
-    summed.backward()
-    return torch.softmax(logits.detach(), dim=1), summed.detach() / x.shape[0], logits.grad * scale
+    return cross_entropy_oracle(logits, target, scale)
 
 
 def assert_matches(outputs, expected, rtol_low_precision=None):
-    probabilities, loss, grad_logits = outputs
-    expected_probabilities, expected_loss, expected_grad = expected
-    assert loss.dtype == torch.float32 and loss.dim() == 0
-    torch.testing.assert_close(loss.double(), expected_loss, **LOSS_TOLERANCE)
     if rtol_low_precision is None:
-        torch.testing.assert_close(probabilities.double(), expected_probabilities, **PROBABILITY_TOLERANCE)
-        torch.testing.assert_close(grad_logits.double(), expected_grad, **GRADIENT_TOLERANCE)
+        tolerances = (PROBABILITY_TOLERANCE, GRADIENT_TOLERANCE)
     else:
-        torch.testing.assert_close(
-            probabilities.double(), expected_probabilities, rtol=rtol_low_precision, atol=1e-7
-        )
-        torch.testing.assert_close(grad_logits.double(), expected_grad, rtol=rtol_low_precision, atol=1e-7)
+        tolerances = (dict(rtol=rtol_low_precision, atol=1e-7),) * 2
+    assert_cross_entropy_outputs(outputs, expected, LOSS_TOLERANCE, *tolerances)
 
 
 @pytest.mark.parametrize(
@@ -160,27 +150,14 @@ def test_linear_cross_entropy_extreme_logits(backend, classes):
 def test_target_out_of_range(backend, classes):
     """The Triton kernels give a NaN loss row; the reference trusts its arguments."""
     x, weight, bias, target = make_inputs(6, 16, classes)
-    target[1], target[4] = classes, -1
-    if backend == "reference":
-        if TEST_DEVICE == "cuda":
-            pytest.skip(REFERENCE_CUDA_TARGET_SKIP)
-        # It indexes with the target: an IndexError past the last class (and a
-        # negative index counts from the end, as Python's do).
-        with pytest.raises(IndexError):
-            ops_for(x).linear_cross_entropy(x, weight, bias, target)
-        return
-    probabilities, loss, grad_logits = ops_for(x).linear_cross_entropy(x, weight, bias, target, 0.5)
-    assert torch.isnan(loss)
-    for bad in (classes, -1):  # each alone, all other targets valid: still NaN
-        alone = torch.where(target == bad, target, 0)
-        assert torch.isnan(ops_for(x).linear_cross_entropy(x, weight, bias, alone)[1]), f"target {bad}"
-    valid = torch.tensor([0, 2, 3, 5], device=TEST_DEVICE)
-    expected = expected_outputs(x[valid], weight, bias, target[valid], 0.5)
-    logits = x.double() @ weight.double() + bias.double()
-    torch.testing.assert_close(probabilities.double(), torch.softmax(logits, dim=1), **PROBABILITY_TOLERANCE)
-    torch.testing.assert_close(grad_logits[valid].double(), expected[2], **GRADIENT_TOLERANCE)
-    # No class to subtract: the gradient of a bad row is p * scale.
-    torch.testing.assert_close(grad_logits[[1, 4]], probabilities[[1, 4]] * 0.5)
+    check_out_of_range_targets(
+        backend,
+        lambda target, *scale: ops_for(x).linear_cross_entropy(x, weight, bias, target, *scale),
+        x.double() @ weight.double() + bias.double(),
+        target,
+        classes,
+        (PROBABILITY_TOLERANCE, GRADIENT_TOLERANCE),
+    )
 
 
 def test_linear_cross_entropy_no_rows(backend):
@@ -259,10 +236,8 @@ def _fused_case_id(case) -> str:
 def fused_compiled() -> dict:
     from tritonnet.kernels.linear_cross_entropy import linear_cross_entropy_kernel
 
-    jobs = {}
-    for case in FUSED_CASES:
-        config, block_n, layout, dtype, precision, arch = case
-        jobs[_fused_case_id(case)] = compile_job(
+    def job(config, block_n, layout, dtype, precision, arch):
+        return compile_job(
             linear_cross_entropy_kernel,
             arch,
             dtype=dtype,
@@ -274,7 +249,8 @@ def fused_compiled() -> dict:
             ),
             floats=("scale",),
         )
-    return compile_in_child(jobs)
+
+    return compile_cases(FUSED_CASES, _fused_case_id, job)
 
 
 def test_interpreter_config_is_among_the_compiled_ones():

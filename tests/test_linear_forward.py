@@ -26,7 +26,7 @@ from compile_check import (
     TENSOR_CORE_PRECISIONS,
     WEIGHT_UNIT_STRIDES,
     assert_config_compiled,
-    compile_in_child,
+    compile_cases,
     compile_job,
     config_id,
 )
@@ -35,6 +35,25 @@ from shapes import GROUPED_ORDER_SHAPE, LINEAR_SHAPES
 from tritonnet.backend import interpreter_enabled, ops_for, use_backend
 
 ACTIVATIONS = ("none", "sigmoid")
+
+
+def given_random_layers(**strategies):
+    """Hypothesis' examples of a layer of random shape (rows, in_features and
+    out_features up to 40), with each activation and both weight layouts, plus
+    `strategies`: for the random-shape tests of the forward and the backward."""
+    return lambda test: settings(
+        max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )(
+        given(
+            rows=st.integers(1, 40),
+            in_features=st.integers(1, 40),
+            out_features=st.integers(1, 40),
+            activation=st.sampled_from(ACTIVATIONS),
+            weight_transposed=st.booleans(),
+            **strategies,
+        )(test)
+    )
+
 
 # Unit roundoff (half an ulp at 1) of fp32, where every kernel accumulates.
 FP32_UNIT = 2.0**-24
@@ -216,15 +235,7 @@ def test_linear_forward_without_features(backend, in_features, out_features):
     check_forward(x, weight, torch.randn(out_features, device=TEST_DEVICE), "sigmoid")
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    rows=st.integers(1, 40),
-    in_features=st.integers(1, 40),
-    out_features=st.integers(1, 40),
-    activation=st.sampled_from(ACTIVATIONS),
-    with_bias=st.booleans(),
-    weight_transposed=st.booleans(),
-)
+@given_random_layers(with_bias=st.booleans())
 def test_linear_forward_random_shapes(
     backend, rows, in_features, out_features, activation, with_bias, weight_transposed
 ):
@@ -362,10 +373,8 @@ def forward_case_id(case) -> str:
 def forward_compiled() -> dict:
     from tritonnet.kernels.linear_forward import linear_forward_kernel
 
-    jobs = {}
-    for case in FORWARD_COMPILE_CASES:
-        alignment, config, layout, dtype, precision, arch = case
-        jobs[forward_case_id(case)] = compile_job(
+    def job(alignment, config, layout, dtype, precision, arch):
+        return compile_job(
             linear_forward_kernel,
             arch,
             dtype=dtype,
@@ -376,7 +385,8 @@ def forward_compiled() -> dict:
             aligned=alignment == "aligned",
             count_instructions=alignment == "aligned",
         )
-    return compile_in_child(jobs)
+
+    return compile_cases(FORWARD_COMPILE_CASES, forward_case_id, job)
 
 
 @requires_triton

@@ -13,7 +13,7 @@ pytest.importorskip("triton", reason="the kernel tests need the triton package")
 from compile_check import (  # noqa: E402
     ARCHITECTURES,
     assert_compiled_without_spills,
-    compile_in_child,
+    compile_cases,
     compile_job,
     config_id,
 )
@@ -161,11 +161,11 @@ def _case_id(case) -> str:
 def sgd_compiled() -> dict:
     from tritonnet.kernels.sgd import sgd_update_kernel
 
-    jobs = {}
-    for case in SGD_COMPILE_CASES:
-        config, dtype, arch = case
-        jobs[_case_id(case)] = compile_job(sgd_update_kernel, arch, dtype=dtype, config=config, floats=("lr",))
-    return compile_in_child(jobs)
+    return compile_cases(
+        SGD_COMPILE_CASES,
+        _case_id,
+        lambda config, dtype, arch: compile_job(sgd_update_kernel, arch, dtype=dtype, config=config, floats=("lr",)),
+    )
 
 
 @pytest.mark.parametrize("case", SGD_COMPILE_CASES, ids=_case_id)

@@ -9,7 +9,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tritonnet
 from tritonnet.backend import ops_for
 
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
@@ -17,11 +16,12 @@ pytest.importorskip("triton", reason="the kernel tests need the triton package")
 from compile_check import (  # noqa: E402
     ARCHITECTURES,
     assert_compiled_without_spills,
-    compile_in_child,
+    compile_cases,
     compile_job,
     config_id,
 )
 from conftest import TEST_DEVICE, requires_triton  # noqa: E402
+from oracles import sigmoid_layer_against_autograd  # noqa: E402
 from shapes import ROW_SHAPES  # noqa: E402
 from tritonnet.kernels.sigmoid import SIGMOID_CONFIGS, SIGMOID_INTERPRETER_CONFIG  # noqa: E402
 
@@ -127,18 +127,13 @@ def test_sigmoid_random_shapes(backend, rows, cols, seed):
 
 @pytest.mark.parametrize("rows,features", [(64, 512), (7, 3)])
 def test_exercise_sigmoid_layer_against_autograd(backend, rows, features):
-    layer = tritonnet.Sigmoid(features, rows)
-    x = torch.randn(rows, features, device=TEST_DEVICE) * 4
-    grad_output = torch.randn(rows, features, device=TEST_DEVICE)
-    x64 = x.double().requires_grad_()
-    expected = torch.sigmoid(x64)
-    expected.backward(grad_output.double())
-    torch.testing.assert_close(layer.forward(x).double(), expected.detach(), **FP32_TOLERANCE)
+    output, grad_input, expected_output, expected_grad = sigmoid_layer_against_autograd(rows, features)
+    torch.testing.assert_close(output.double(), expected_output, **FP32_TOLERANCE)
     # The layer differentiates from its fp32 output, autograd from the float64
     # one. y's rounding, up to 6e-8 absolute (y <= 1), is an absolute error of
     # 1 - y, which is tiny where y is near 1: it stays an absolute error of the
     # gradient, times |grad_output| (< 6 here), hence the atol.
-    torch.testing.assert_close(layer.backward(grad_output).double(), x64.grad, rtol=1e-5, atol=4e-7)
+    torch.testing.assert_close(grad_input.double(), expected_grad, rtol=1e-5, atol=4e-7)
 
 
 @requires_triton
@@ -190,13 +185,12 @@ def _case_id(case) -> str:
 def sigmoid_compiled() -> dict:
     from tritonnet.kernels import sigmoid as sigmoid_kernels
 
-    jobs = {}
-    for case in SIGMOID_COMPILE_CASES:
-        kernel, config, dtype, arch = case
-        jobs[_case_id(case)] = compile_job(
+    def job(kernel, config, dtype, arch):
+        return compile_job(
             getattr(sigmoid_kernels, kernel), arch, dtype=dtype, config=config, unit_strides=UNIT_STRIDES[kernel]
         )
-    return compile_in_child(jobs)
+
+    return compile_cases(SIGMOID_COMPILE_CASES, _case_id, job)
 
 
 @pytest.mark.parametrize("case", SIGMOID_COMPILE_CASES, ids=_case_id)

@@ -18,7 +18,7 @@ from tritonnet.backend import ops_for
 
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
-from compile_check import ARCHITECTURES, assert_compiled_without_spills, compile_in_child, compile_job  # noqa: E402
+from compile_check import ARCHITECTURES, assert_compiled_without_spills, compile_cases, compile_job  # noqa: E402
 from conftest import TEST_DEVICE, requires_triton  # noqa: E402
 from shapes import ROW_SHAPES  # noqa: E402
 from tritonnet.kernels.softmax import (  # noqa: E402
@@ -204,10 +204,8 @@ def _softmax_case_id(case) -> str:
 def softmax_compiled() -> dict:
     from tritonnet.kernels.softmax import softmax_kernel
 
-    jobs = {}
-    for case in SOFTMAX_COMPILE_CASES:
-        blocks, dtype, arch = case
-        jobs[_softmax_case_id(case)] = compile_job(
+    def job(blocks, dtype, arch):
+        return compile_job(
             softmax_kernel,
             arch,
             dtype=dtype,
@@ -215,7 +213,8 @@ def softmax_compiled() -> dict:
             unit_strides=("stride_xn", "stride_yn"),
             num_warps=blocks["num_warps"],
         )
-    return compile_in_child(jobs)
+
+    return compile_cases(SOFTMAX_COMPILE_CASES, _softmax_case_id, job)
 
 
 @pytest.mark.parametrize("case", SOFTMAX_COMPILE_CASES, ids=_softmax_case_id)
