@@ -34,6 +34,21 @@ SIGMOID_INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 32, "BLOCK_N": 64}, num_w
 
 
 @triton.jit
+def elementwise_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The rows and columns of this program's `[BLOCK_M, BLOCK_N]` tile of an
+    `[M, N]` matrix, and the mask of those inside it, on the 2-D grid of tiles.
+
+    int64 ids keep the offsets built from them exact past 2**31 elements.
+    """
+    pid_m = tl.program_id(axis=0).to(tl.int64)
+    pid_n = tl.program_id(axis=1).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    return offs_m, offs_n, mask
+
+
+@triton.jit
 def sigmoid_forward_kernel(
     x_ptr,
     y_ptr,
@@ -53,12 +68,7 @@ def sigmoid_forward_kernel(
         y_ptr: y `[M, N]`, strides `(stride_ym, stride_yn)`; may be x itself.
         BLOCK_M, BLOCK_N: the tile.
     """
-    # int64 ids keep the offsets below exact past 2**31 elements.
-    pid_m = tl.program_id(axis=0).to(tl.int64)
-    pid_n = tl.program_id(axis=1).to(tl.int64)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    offs_m, offs_n, mask = elementwise_tile(M, N, BLOCK_M, BLOCK_N)
     x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_n[None, :] * stride_xn, mask=mask)
     y = tl.sigmoid(x.to(tl.float32))
     y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
@@ -90,11 +100,7 @@ def sigmoid_backward_kernel(
             may be grad_y itself.
         BLOCK_M, BLOCK_N: the tile.
     """
-    pid_m = tl.program_id(axis=0).to(tl.int64)
-    pid_n = tl.program_id(axis=1).to(tl.int64)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    offs_m, offs_n, mask = elementwise_tile(M, N, BLOCK_M, BLOCK_N)
     grad_y = tl.load(grad_y_ptr + offs_m[:, None] * stride_gym + offs_n[None, :] * stride_gyn, mask=mask)
     y = tl.load(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn, mask=mask)
     y = y.to(tl.float32)

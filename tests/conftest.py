@@ -11,6 +11,7 @@ import os
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -34,9 +35,28 @@ REFERENCE_CUDA_TARGET_SKIP = (
     "points check labels before they get here (test_validation)"
 )
 
+# Hypothesis' settings for a test over random shapes: 30 examples keep the
+# interpreted kernels' time small; the `backend` fixture only selects a backend,
+# so it holds no state one example could leave to the next.
+random_examples = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
 requires_triton = pytest.mark.skipif(
     not triton_runnable(), reason="needs the triton package, and CUDA or TRITON_INTERPRET=1"
 )
+
+
+def assert_rejects_bad_x(function) -> None:
+    """`function(x)`, a launcher of a row-wise kernel, refuses, naming x, what is
+    not a tensor, a 1-D tensor, a float64 one and one off the GPU (on meta)."""
+    x = torch.randn(4, 5, device=TEST_DEVICE)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
+        function([[1.0]])
+    with pytest.raises(ValueError, match=r"x must be 2-D .* got shape \(5,\)"):
+        function(x[0])
+    with pytest.raises(TypeError, match="x must have dtype float32, float16, bfloat16 .* got torch.float64"):
+        function(x.double())
+    with pytest.raises(ValueError, match="x must be a CUDA tensor .* got device meta"):
+        function(x.to("meta"))
 
 
 def exercise_step(model: tritonnet.MLP, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

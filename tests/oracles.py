@@ -3,6 +3,7 @@
 - `cross_entropy_oracle`: softmax, mean cross-entropy and its gradient from logits;
   the oracle of `cross_entropy` and, from float64 logits, of `linear_cross_entropy`.
 - `assert_cross_entropy_outputs`: their (probabilities, loss, grad_logits) against it.
+- `assert_no_rows`: their outputs for an empty batch.
 - `check_out_of_range_targets`: what both operations do with a target that names
   no class.
 - `sigmoid_layer_against_autograd`: the exercise's `Sigmoid` layer and autograd on
@@ -50,6 +51,14 @@ def sigmoid_layer_against_autograd(rows, features):
     expected.backward(grad_output.double())
     output = layer.forward(x)
     return output, layer.backward(grad_output), expected.detach(), x64.grad
+
+
+def assert_no_rows(outputs, classes):
+    """Outputs of an empty batch: no rows of probabilities or gradient, and a NaN
+    loss, the mean of nothing, as torch.mean gives."""
+    probabilities, loss, grad_logits = outputs
+    assert probabilities.shape == grad_logits.shape == (0, classes)
+    assert torch.isnan(loss)
 
 
 def check_out_of_range_targets(backend, cross_entropy, logits, target, classes, tolerances):

@@ -17,7 +17,7 @@ import contextlib
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from compile_check import (
@@ -30,7 +30,7 @@ from compile_check import (
     compile_job,
     config_id,
 )
-from conftest import TEST_DEVICE, requires_triton, triton_runnable
+from conftest import TEST_DEVICE, random_examples, requires_triton, triton_runnable
 from shapes import GROUPED_ORDER_SHAPE, LINEAR_SHAPES
 from tritonnet.backend import interpreter_enabled, ops_for, use_backend
 
@@ -41,9 +41,7 @@ def given_random_layers(**strategies):
     """Hypothesis' examples of a layer of random shape (rows, in_features and
     out_features up to 40), with each activation and both weight layouts, plus
     `strategies`: for the random-shape tests of the forward and the backward."""
-    return lambda test: settings(
-        max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-    )(
+    return lambda test: random_examples(
         given(
             rows=st.integers(1, 40),
             in_features=st.integers(1, 40),

@@ -103,6 +103,15 @@ def check_positive_int(name: str, value: object) -> int:
     return value
 
 
+def check_sizes(name: str, value: object) -> tuple[int, ...]:
+    """An MLP's layer sizes, input first: at least an input and an output size,
+    each a positive integer."""
+    sizes = tuple(value)  # type: ignore[call-overload]
+    if len(sizes) < 2:
+        raise ValueError(f"{name} must list at least an input and an output size, got {sizes}")
+    return tuple(check_positive_int(name, size) for size in sizes)
+
+
 def check_learning_rate(name: str, value: object, dtype: torch.dtype | None = None) -> float:
     """A finite number >= 0; with `dtype`, one that the weights' dtype can hold,
     since the SGD step multiplies by it in that dtype."""

@@ -39,6 +39,24 @@ FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 IMAGE_SHAPE = (28, 28)
 CLASS_COUNT = 10
 
+
+# The files of a dataset in MNIST's layout, in FILE_ROLES' order: MNIST and
+# Fashion-MNIST name them alike.
+IDX_FILE_NAMES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+def idx_files(train_md5s: tuple[str, str], test_md5s: tuple[str, str]) -> dict[str, RemoteFile]:
+    """A dataset's four files in MNIST's layout, by role, from the md5s of its
+    (images, labels) for training and for testing."""
+    md5s = train_md5s + test_md5s
+    return {role: RemoteFile(name, md5) for role, name, md5 in zip(FILE_ROLES, IDX_FILE_NAMES, md5s)}
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """What we know about a dataset before loading it."""
@@ -58,12 +76,10 @@ class DatasetInfo:
 DATASETS = {
     "mnist": DatasetInfo(
         name="mnist",
-        files={
-            "train_images": RemoteFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-            "train_labels": RemoteFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-            "test_images": RemoteFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-            "test_labels": RemoteFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
-        },
+        files=idx_files(
+            ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432"),  # train images, labels
+            ("9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),  # test images, labels
+        ),
         # torchvision's mirrors and md5s (torchvision/datasets/mnist.py); the S3 copy
         # first, because yann.lecun.com has often refused downloads.
         mirrors=(
@@ -79,12 +95,10 @@ DATASETS = {
     ),
     "fashion-mnist": DatasetInfo(
         name="fashion-mnist",
-        files={
-            "train_images": RemoteFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-            "train_labels": RemoteFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-            "test_images": RemoteFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-            "test_labels": RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-        },
+        files=idx_files(
+            ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe"),  # train images, labels
+            ("bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),  # test images, labels
+        ),
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         # Mean and standard deviation over all 47,040,000 training pixels scaled to
         # [0, 1], computed in float64 once from the training images (0.28604, 0.35302),

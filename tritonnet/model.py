@@ -40,12 +40,7 @@ class MLP:
         self.batch_size = checks.check_positive_int("batch_size", batch_size)
         self.lr = checks.check_learning_rate("lr", lr)
         self.grad_scale = checks.check_choice("grad_scale", grad_scale, GRAD_SCALES)
-        sizes = tuple(sizes)
-        if len(sizes) < 2:
-            raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
-        for size in sizes:
-            checks.check_positive_int("sizes", size)
-        self.sizes = sizes
+        self.sizes = sizes = checks.check_sizes("sizes", sizes)
         self.linears = [
             Linear(n_in, n_out, batch_size, lr, device=device, dtype=dtype, grad_scale=grad_scale)
             for n_in, n_out in zip(sizes[:-1], sizes[1:])
