@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tritonnet import step as step_module
+from tritonnet import trainer
 from tritonnet.backend import use_backend
 from tritonnet.checkpoint import load_checkpoint
 from tritonnet.datasets import Dataset, load_dataset
@@ -181,3 +182,52 @@ def test_resume_refuses_a_batch_order_drawn_on_another_device(tmp_path):
     save_checkpoint(tmp_path / "checkpoint.pt", {**state, "shuffle_device": "cuda"})
     with pytest.raises(ValueError, match="drew its batch order on cuda; this run draws it on cpu"):
         train(config(epochs=2), dataset, tmp_path, resume=True, log=quiet)
+
+
+def test_chunks_stop_at_a_chunk_end_and_resume_bit_identically(tmp_path, monkeypatch):
+    """The trainer's loop as it runs on a GPU, many steps per call of the runner (the
+    chunks run eagerly here): a Ctrl-C stops at the end of a chunk, and the resumed
+    run lines its chunks up again and ends where a run never stopped ends."""
+    import signal
+
+    from tritonnet.epoch_graph import GraphedEpochSteps
+    from tritonnet.fused_step import FusedStep
+
+    class FourStepChunks(GraphedEpochSteps):
+        chunk_steps = 4  # 10 steps an epoch: chunks of 4, 4 and 2
+
+    calls: list[tuple[int, int]] = []
+    stop_after: list[int] = []
+
+    def chunked(model, images, labels, batch_size, **options):
+        runner = FourStepChunks(FusedStep(model), images, labels, batch_size)
+        run = runner.run
+
+        def run_and_maybe_stop(order, first, count, losses):
+            run(order, first, count, losses)
+            calls.append((first, count))
+            if len(calls) in stop_after:
+                signal.raise_signal(signal.SIGINT)
+
+        runner.run = run_and_maybe_stop
+        return runner
+
+    monkeypatch.setattr(trainer, "make_epoch_steps", chunked)
+    dataset = synthetic_dataset()
+    train(config(epochs=3), dataset, tmp_path / "full", log=quiet)
+    assert calls[:3] == [(0, 4), (4, 4), (8, 2)]
+    calls.clear()
+    stop_after.append(5)  # epoch 2's second chunk
+    stopped = train(config(epochs=3), dataset, tmp_path / "split", log=quiet)
+    assert stopped.interrupted
+    state = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (1, 8)
+    calls.clear()
+    stop_after.clear()
+    train(config(epochs=3), dataset, tmp_path / "split", resume=True, log=quiet)
+    assert calls[0] == (8, 2)
+    full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    for key, value in full["parameters"].items():
+        assert torch.equal(value, split["parameters"][key]), key
+    assert [r["test_loss"] for r in full["history"]] == [r["test_loss"] for r in split["history"]]
