@@ -10,13 +10,16 @@ A disk error while writing (a full disk, a quota, an I/O error) is raised as an
 OSError that names the target file and the OS's reason, also where the writer
 reported it as an error of its own (torch.save raises a RuntimeError about
 `inline_container.cc`, with the OSError as its context).
+
+The temporary file is created with mode 0666 and the process umask applies, as it
+does to any file `open` creates: `tempfile.mkstemp` would make every output 0600.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -34,6 +37,16 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _create_temporary(target: Path) -> tuple[int, Path]:
+    """A new file beside `target`, opened for writing, its mode 0666 less the umask."""
+    while True:
+        temporary = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+        except FileExistsError:  # 64 random bits: a clash is a stray file of ours
+            continue
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file to write; on a clean exit it replaces `path` atomically.
@@ -44,7 +57,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, temporary = _create_temporary(target)
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as handle:
             yield handle
