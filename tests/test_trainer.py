@@ -7,7 +7,9 @@ fast enough to train for real here.
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -231,3 +233,21 @@ def test_chunks_stop_at_a_chunk_end_and_resume_bit_identically(tmp_path, monkeyp
     for key, value in full["parameters"].items():
         assert torch.equal(value, split["parameters"][key]), key
     assert [r["test_loss"] for r in full["history"]] == [r["test_loss"] for r in split["history"]]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_stays_out_of_a_log_file(tmp_path, monkeypatch):
+    # stderr redirected to a file or pipe: no bar, so no flood of '\r' redraws.
+    log_file = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log_file)
+    train(config(epochs=1, progress=True), synthetic_dataset(), tmp_path / "log", log=quiet)
+    assert log_file.getvalue() == ""
+    # The oracle that the bar is drawn at all: the same run on a terminal draws it.
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    train(config(epochs=1, progress=True), synthetic_dataset(), tmp_path / "terminal", log=quiet)
+    assert "epoch 1/1" in terminal.getvalue() and "\r" in terminal.getvalue()

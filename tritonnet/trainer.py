@@ -146,6 +146,8 @@ class _StopRequest:
 
 
 def _progress_bar(total: int, epoch: int, epochs: int, enabled: bool, initial: int):
+    """The epoch's bar on stderr; off where stderr is not a terminal (tqdm's
+    `disable=None`), since a log file would get a redraw per refresh."""
     from tqdm import tqdm
 
     return tqdm(
@@ -154,7 +156,7 @@ def _progress_bar(total: int, epoch: int, epochs: int, enabled: bool, initial: i
         desc=f"epoch {epoch}/{epochs}",
         unit="step",
         leave=False,
-        disable=not enabled,
+        disable=None if enabled else True,
         dynamic_ncols=True,
     )
 
