@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import torch
 
 import tritonnet
 from tritonnet import datasets
+from tritonnet.backend import use_backend
 from tritonnet.checkpoint import load_checkpoint
 from tritonnet.cli import main
 from tritonnet.datasets import Dataset
@@ -288,3 +290,110 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_ends_bit_identical(tmp_path):
     resumed = run_cli([*train_args(interrupted, epochs), "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_parameters(uninterrupted, interrupted)
+
+
+TINY = ["--dataset", "fashion-mnist", "--limit-train", "256", "--limit-test", "100", "--backend", "reference",
+        "--no-progress"]
+
+
+DRIVER = Path(__file__).with_name("cli_driver.py")
+
+
+def run_with_signals(moments: str, args: list[str], home: Path, **environment) -> subprocess.CompletedProcess:
+    """The command, sending itself a signal at each moment (see cli_driver.py)."""
+    return subprocess.run(
+        [sys.executable, str(DRIVER), moments, "--", *args],
+        env={**cli_environment(home), **environment},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def report_line(stderr: str) -> str:
+    """The one line a signal's end prints, after checking it is the only one."""
+    assert "Traceback" not in stderr and "inline_container" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("tritonnet: interrupted")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@needs_fashion
+def test_ctrl_c_during_the_stop_checkpoint_waits_for_it_and_the_resume_command_works(tmp_path):
+    out = tmp_path / "run"
+    # The first Ctrl-C after the first step; the second while that step's
+    # checkpoint is being written.
+    run = run_with_signals("step,checkpoint", ["train", *TINY, "--epochs", "1", "--out", str(out)], tmp_path)
+    assert run.returncode == 130, run.stderr
+    line = report_line(run.stderr)
+    assert f"{out / 'checkpoint.pt'} holds 1 step of epoch 1; resume with: " in line
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (0, 1)
+    assert sorted(path.name for path in out.iterdir()) == [".tritonnet.lock", "checkpoint.pt"]
+
+    command = shlex.split(line.split("resume with: ", 1)[1])
+    resumed = subprocess.run(command, env=cli_environment(tmp_path), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+
+
+@needs_fashion
+@pytest.mark.parametrize(
+    "command,moment,code,saved",
+    [
+        ("train", "data", 130, "interrupted before any checkpoint was saved; start again with: "),
+        ("train", "evaluate:TERM", 143, "checkpoint.pt holds epoch 1; resume with: "),
+        ("train", "plot", 130, "checkpoint.pt holds epoch 2; resume with: "),
+        ("sweep", "step", 130, "checkpoints in {out}: lr_0.5 1 step of epoch 1; resume with: "),
+    ],
+)
+def test_a_signal_in_any_phase_ends_with_one_line_and_its_exit_code(tmp_path, command, moment, code, saved):
+    out = tmp_path / "run"
+    rates = ["--lrs", "0.5,0.01"] if command == "sweep" else []
+    args = [command, *TINY, *rates, "--epochs", "2", "--out", str(out)]
+    run = run_with_signals(moment, args, tmp_path)
+    assert run.returncode == code, run.stderr
+    line = report_line(run.stderr)
+    assert saved.format(out=out) in line, line
+    resumes = "resume with" in saved
+    assert line.endswith(shlex.join(args + (["--resume"] if resumes else []))), line
+
+
+@needs_fashion
+def test_a_second_run_on_the_same_out_fails_at_once(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "1", "--out", str(out)]
+    release = tmp_path / "release"
+    first = subprocess.Popen(
+        [sys.executable, str(DRIVER), "hold", "--", *args],
+        env={**cli_environment(tmp_path), "TRITONNET_TEST_RELEASE": str(release)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for line in first.stderr:  # the first run holds the folder, mid-epoch
+            if line.startswith("holding"):
+                break
+        second = run_cli(args, tmp_path)
+    finally:
+        release.touch()
+    assert second.returncode == 1
+    assert f"tritonnet: error: {out} is in use by another tritonnet run" in second.stderr
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+
+
+@needs_fashion
+def test_a_finished_run_needs_resume_or_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "1", "--out", str(out)]
+    with use_backend("reference"):
+        assert main(args) == 0
+        before = (out / "checkpoint.pt").read_bytes()
+        capsys.readouterr()
+        assert main(args) == 1
+        error = capsys.readouterr().err
+        assert f"{out} is not empty" in error and "--overwrite" in error and "Traceback" not in error
+        assert (out / "checkpoint.pt").read_bytes() == before
+        assert main([*args, "--overwrite"]) == 0
+    assert len(json.loads((out / "history.json").read_text())["history"]) == 1

@@ -7,8 +7,10 @@ fast enough to train for real here.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from tritonnet import trainer
 from tritonnet.backend import use_backend
 from tritonnet.checkpoint import load_checkpoint
 from tritonnet.datasets import Dataset, load_dataset
+from tritonnet.model import MLP
 from tritonnet.step import make_step
 from tritonnet.trainer import NonFiniteLossError, TrainConfig, train
 
@@ -38,9 +41,9 @@ def _reference_backend():
         yield
 
 
-def synthetic_dataset(train_rows: int = 300, test_rows: int = 100) -> Dataset:
+def synthetic_dataset(train_rows: int = 300, test_rows: int = 100, seed: int = 0) -> Dataset:
     """A learnable toy problem: the class is the arg-max of the first 10 features."""
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     images = torch.randn(train_rows + test_rows, SMALL_SIZES[0], generator=generator)
     labels = images[:, :10].argmax(dim=1)
     return Dataset(
@@ -105,24 +108,135 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
         train(config(epochs=2, lr=0.25), dataset, tmp_path, resume=True, log=quiet)
 
 
-def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, monkeypatch):
+def patch_step(monkeypatch, call: int, action) -> None:
+    """Wrap the step the trainer makes: its `call`-th call returns `action(model, loss)`."""
     calls = []
 
-    def make_step_that_fails_at_the_fifteenth_call(model, **options):
+    def make_patched_step(model, **options):
         real_step = make_step(model, **options)
 
         def step(x, labels):
             calls.append(1)
             loss = real_step(x, labels)
-            return loss * float("nan") if len(calls) == 15 else loss
+            return action(model, loss) if len(calls) == call else loss
 
         return step
 
-    monkeypatch.setattr(step_module, "make_step", make_step_that_fails_at_the_fifteenth_call)
+    monkeypatch.setattr(step_module, "make_step", make_patched_step)
+
+
+def ctrl_c(model, loss):
+    """A Ctrl-C right after this step, delivered to the trainer's handler as a real one is."""
+    signal.raise_signal(signal.SIGINT)
+    return loss
+
+
+@pytest.mark.parametrize(
+    "other,difference",
+    [
+        (lambda: synthetic_dataset(train_rows=200), r"train_rows: 300 in the checkpoint, 200 now"),
+        (lambda: synthetic_dataset(test_rows=50), r"test_rows: 100 in the checkpoint, 50 now"),
+        (lambda: synthetic_dataset(seed=1), r"train_fingerprint: '\w+' in the checkpoint, '\w+' now"),
+        (lambda: dataclasses.replace(synthetic_dataset(), name="other"), r"name: 'synthetic' in the checkpoint, 'other' now"),
+    ],
+    ids=["another --limit-train", "another --limit-test", "another data folder", "another dataset"],
+)
+def test_resume_mid_epoch_refuses_other_data(tmp_path, monkeypatch, other, difference):
+    patch_step(monkeypatch, 14, ctrl_c)  # 10 steps an epoch: stops in epoch 2, step 4
+    assert train(config(epochs=2), synthetic_dataset(), tmp_path, log=quiet).interrupted
+    with pytest.raises(ValueError, match=difference):
+        train(config(epochs=2), other(), tmp_path, resume=True, log=quiet)
+
+
+def test_resume_accepts_the_same_data_from_another_folder(tmp_path):
+    # The data is checked by content: a copy of the folder elsewhere resumes.
+    train(config(epochs=1), synthetic_dataset(), tmp_path, log=quiet)
+    moved = dataclasses.replace(synthetic_dataset(), source=Path("elsewhere"))
+    assert len(train(config(epochs=2), moved, tmp_path, resume=True, log=quiet).history) == 2
+
+
+def nan_test_loss_at_call(monkeypatch, call: int) -> None:
+    """The `call`-th evaluation (one an epoch here) returns a NaN test loss."""
+    real_evaluate = MLP.evaluate
+    calls = []
+
+    def evaluate(self, x, labels):
+        calls.append(1)
+        loss, correct = real_evaluate(self, x, labels)
+        return (loss * float("nan") if len(calls) == call else loss), correct
+
+    monkeypatch.setattr(MLP, "evaluate", evaluate)
+
+
+def nan_loss(model, loss):
+    return loss * float("nan")
+
+
+def infinite_weight(model, loss):
+    model.linears[0].weight[0, 0] = float("inf")
+    return loss
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, monkeypatch):
     # 300 rows in batches of 32: 10 steps an epoch, so call 15 is epoch 2, step 5.
-    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 5\b"):
+    patch_step(monkeypatch, 15, nan_loss)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 5\b") as error:
+        train(config(epochs=3), synthetic_dataset(), tmp_path, log=quiet)
+    assert f"kept at {tmp_path / 'checkpoint.pt'} (epoch 1)" in str(error.value)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def test_non_finite_loss_in_the_first_epoch_names_no_checkpoint(tmp_path, monkeypatch):
+    patch_step(monkeypatch, 3, nan_loss)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 3\b") as error:
+        train(config(epochs=2), synthetic_dataset(), tmp_path, log=quiet)
+    assert "No checkpoint was saved" in str(error.value) and "kept" not in str(error.value)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_non_finite_test_loss_stops_before_the_checkpoint(tmp_path, monkeypatch):
+    nan_test_loss_at_call(monkeypatch, 2)
+    with pytest.raises(NonFiniteLossError, match=r"test loss is not finite after epoch 2"):
         train(config(epochs=3), synthetic_dataset(), tmp_path, log=quiet)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert len(json.loads((tmp_path / "history.json").read_text())["history"]) == 1
+
+
+def test_non_finite_weights_stop_before_the_checkpoint(tmp_path, monkeypatch):
+    # The last step of epoch 2 returns a finite loss (computed before its update)
+    # and leaves an infinite weight behind.
+    patch_step(monkeypatch, 20, infinite_weight)
+    with pytest.raises(NonFiniteLossError, match=r"weights are not finite after epoch 2"):
+        train(config(epochs=3), synthetic_dataset(), tmp_path, log=quiet)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def strict_json(text: str):
+    def refuse(constant):
+        raise AssertionError(f"history.json holds a bare {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_allowed_non_finite_values_are_null_in_history_json(tmp_path, monkeypatch):
+    nan_test_loss_at_call(monkeypatch, 2)
+    result = train(config(epochs=3, stop_on_nonfinite=False), synthetic_dataset(), tmp_path, log=quiet)
+    assert len(result.history) == 3 and result.history[1]["test_loss"] != result.history[1]["test_loss"]
+    saved = strict_json((tmp_path / "history.json").read_text())["history"]
+    assert saved[1]["test_loss"] is None and saved[2]["test_loss"] == result.history[2]["test_loss"]
+    assert (tmp_path / "history.csv").read_text().splitlines()[2].split(",")[2] == ""
+    # Finite weights: the checkpoint moves on, NaN test loss and all.
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 3
+
+
+def test_allowed_non_finite_weights_never_replace_the_last_finite_checkpoint(tmp_path, monkeypatch):
+    patch_step(monkeypatch, 20, infinite_weight)
+    messages = []
+    result = train(config(epochs=3, stop_on_nonfinite=False), synthetic_dataset(), tmp_path, log=messages.append)
+    assert len(result.history) == 3
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert any("keeps epoch 1" in message for message in messages), messages
+    strict_json((tmp_path / "history.json").read_text())
 
 
 @pytest.mark.parametrize("cuda_graphs,expected", [(True, "auto"), (False, False)])
@@ -146,6 +260,7 @@ def test_non_finite_loss_can_be_allowed(tmp_path):
         log=quiet,
     )
     assert len(result.history) == 1
+    strict_json((tmp_path / "history.json").read_text())
 
 
 @needs_fashion

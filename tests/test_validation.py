@@ -8,8 +8,10 @@ with 2 and names the flag, before any training starts.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shlex
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,12 @@ import tritonnet
 from conftest import TEST_DEVICE
 from test_cli import tiny_dataset
 from tritonnet import datasets
+from tritonnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tritonnet.cli import main
-from tritonnet.datasets import load_dataset
+from tritonnet.datasets import Dataset, load_dataset
 from tritonnet.fused_step import FusedStep
+from tritonnet.run_folder import LOCK_NAME, RunFolderError, claim_run_folder
+from tritonnet.trainer import TrainConfig, train
 
 SIZES = (6, 5, 4)
 
@@ -48,6 +53,49 @@ def step():
 def fused_step() -> FusedStep:
     """The batch-major fused step, which checks the labels' range on its own."""
     return FusedStep(mlp())
+
+
+def load_checkpoint_bytes(data: bytes):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "checkpoint.pt"
+        path.write_bytes(data)
+        return load_checkpoint(path)
+
+
+def load_saved(state) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "checkpoint.pt"
+        torch.save(state, path)
+        return load_checkpoint(path)
+
+
+def claim_folder_holding_a_file(**options) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "history.json").write_text("{}")
+        with claim_run_folder(folder, **options):
+            pass
+
+
+def claim_folder_in_use() -> None:
+    with tempfile.TemporaryDirectory() as folder, open(Path(folder) / LOCK_NAME, "a") as other_run:
+        fcntl.flock(other_run.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would
+        with claim_run_folder(folder):
+            pass
+
+
+def toy_dataset(rows: int) -> Dataset:
+    images = torch.randn(rows, SIZES[0], generator=torch.Generator().manual_seed(0))
+    labels = torch.zeros(rows, dtype=torch.int64)
+    return Dataset("toy", images, labels, images, labels, 0.0, 1.0, Path("memory"))
+
+
+def resume_on(rows: int | None) -> None:
+    """Resume a one-epoch run of 8 rows on `rows` rows (None: with no checkpoint)."""
+    settings = TrainConfig(epochs=1, batch_size=4, sizes=SIZES, progress=False)
+    with tempfile.TemporaryDirectory() as folder:
+        if rows is not None:
+            train(settings, toy_dataset(8), folder, log=lambda _message: None)
+        train(settings, toy_dataset(rows or 8), folder, resume=True)
 
 
 CATALOG = [
@@ -94,6 +142,18 @@ CATALOG = [
     ("set_backend unknown", lambda: tritonnet.set_backend("cuda"), ValueError, r"backend.*'cuda'"),
     ("load_dataset unknown", lambda: load_dataset("cifar10"), ValueError, r"name.*'cifar10'"),
     ("load_dataset limit 0", lambda: load_dataset("fashion-mnist", limit_train=0), ValueError, r"limit_train.*0"),
+    ("load_checkpoint empty file", lambda: load_checkpoint_bytes(b""), CheckpointError, r"checkpoint\.pt is an empty file"),
+    ("load_checkpoint not a zip", lambda: load_checkpoint_bytes(b"text"), CheckpointError, r"checkpoint\.pt is damaged or not a checkpoint"),
+    ("load_checkpoint pickled object", lambda: load_saved({"lr": Path("x")}), CheckpointError, r"does not unpickle"),
+    ("load_checkpoint not a dict", lambda: load_saved([1, 2]), CheckpointError, r"not a tritonnet checkpoint \(it holds a list"),
+    ("load_checkpoint no format", lambda: load_saved({"epoch": 1}), CheckpointError, r"'format_version' is missing"),
+    ("load_checkpoint missing file", lambda: load_checkpoint("/nonexistent/checkpoint.pt"), FileNotFoundError, r"no checkpoint at /nonexistent"),
+    ("save_checkpoint without fields", lambda: save_checkpoint("/nonexistent/checkpoint.pt", {}), CheckpointError, r"refusing to write checkpoint.*'config' is missing"),
+    ("run folder holding a run", lambda: claim_folder_holding_a_file(), RunFolderError, r"not empty \(history\.json\).*--resume.*--overwrite"),
+    ("run folder resume and overwrite", lambda: claim_folder_holding_a_file(resume=True, overwrite=True), ValueError, r"resume and overwrite contradict"),
+    ("run folder in use", claim_folder_in_use, RunFolderError, r"is in use by another tritonnet run"),
+    ("train resume without a checkpoint", lambda: resume_on(None), FileNotFoundError, r"no checkpoint at .*checkpoint\.pt"),
+    ("train resume on other data", lambda: resume_on(12), ValueError, r"other data: train_rows: 8 in the checkpoint, 12 now"),
 ]
 
 
@@ -126,6 +186,7 @@ train --limit-train 0                => argument --limit-train: .*got '0'
 train --dataset cifar                => argument --dataset: invalid choice: 'cifar'
 train --backend cuda                 => argument --backend: invalid choice: 'cuda'
 train --grad-scale mean              => argument --grad-scale: invalid choice: 'mean'
+train --resume --overwrite           => argument --overwrite: not allowed with argument --resume
 train --out ""                       => argument --out: expected a folder, got an empty string
 sweep --out ""                       => argument --out: expected a folder, got an empty string
 train --out {a_file}                 => argument --out: {a_file} is not a folder

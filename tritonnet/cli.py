@@ -8,13 +8,16 @@
 Bad flags or values give an argparse error naming the flag (exit code 2): those
 that need the file system or the data (`tritonnet.flags`) are checked before
 training starts. A run that cannot start (no data set found, a checkpoint from
-another run) or a disk error prints one line and exits with 1. Neither prints a
-traceback. `docs/cli.md` describes every flag.
+another run, an --out in use or holding a run) or a disk error prints one line
+and exits with 1. Ctrl-C or SIGTERM in `train` or `sweep` prints one line, what
+is saved and the command that resumes, and exits with 128 + the signal's number.
+None prints a traceback. `docs/cli.md` describes every flag.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from typing import Sequence
 
 from tritonnet import __version__, flags
 from tritonnet.backend import BACKENDS
+from tritonnet.interrupts import Interrupted, SignalGuard
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 API_CHOICES = ("exercise", "module")
@@ -65,8 +69,11 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit-test", type=flags.positive_int,
                         help="use only the first N test images (default: all)")
     parser.add_argument("--figures-dir", type=flags.folder, help="where the figures go (default: the --out folder)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoint in --out (default: off)")
+    folder_use = parser.add_mutually_exclusive_group()
+    folder_use.add_argument("--resume", action="store_true",
+                            help="continue from the checkpoint in --out (default: off)")
+    folder_use.add_argument("--overwrite", action="store_true",
+                            help="replace the run in --out; without it a non-empty --out is refused (default: off)")
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="go on when the loss becomes NaN or infinite, instead of stopping (default: off)")
     parser.add_argument("--no-progress", action="store_true",
@@ -159,7 +166,15 @@ def _check_folders(args: argparse.Namespace) -> None:
         flags.check_writable_folder("--figures-dir", args.figures_dir)
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _hold_out(args: argparse.Namespace, held: contextlib.ExitStack) -> Path:
+    """--out, held by this command until it ends (`tritonnet.run_folder`): once the
+    flags are checked, so that a bad flag leaves nothing behind."""
+    from tritonnet.run_folder import claim_run_folder
+
+    return held.enter_context(claim_run_folder(args.out, resume=args.resume, overwrite=args.overwrite))
+
+
+def _run_train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from tritonnet.plots import plot_history
     from tritonnet.trainer import train
 
@@ -167,8 +182,11 @@ def _run_train(args: argparse.Namespace) -> int:
     _check_folders(args)
     dataset = _load_data(args)
     flags.check_batch_size(args.batch_size, len(dataset.train_images))
-    out = Path(args.out)
-    result = train(_config(args, args.lr), dataset, out, device=device, resume=args.resume, log=_log)
+    out = _hold_out(args, held)
+    result = train(_config(args, args.lr), dataset, out, device=device, resume=args.resume,
+                   overwrite=args.overwrite, log=_log)
+    if result.interrupted:
+        raise Interrupted(result.stop_signal)
     if result.history:
         figures = Path(args.figures_dir or out)
         path = plot_history(
@@ -178,7 +196,7 @@ def _run_train(args: argparse.Namespace) -> int:
             f"lr {args.lr:g}, batch {args.batch_size}, grad scale {args.grad_scale}",
         )
         _log(f"figure: {path}")
-    return 130 if result.interrupted else 0
+    return 0
 
 
 def _sweep_figure_name(dataset: str, grad_scale: str) -> str:
@@ -187,8 +205,9 @@ def _sweep_figure_name(dataset: str, grad_scale: str) -> str:
     return f"{dataset}_lr_sweep{suffix}.png"
 
 
-def _run_sweep(args: argparse.Namespace) -> int:
+def _run_sweep(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from tritonnet.files import atomic_write
+    from tritonnet.history import json_safe
     from tritonnet.plots import plot_sweep
     from tritonnet.trainer import train
 
@@ -196,15 +215,16 @@ def _run_sweep(args: argparse.Namespace) -> int:
     _check_folders(args)
     dataset = _load_data(args)
     flags.check_batch_size(args.batch_size, len(dataset.train_images))
-    out = Path(args.out)
+    out = _hold_out(args, held)
     histories = {}
     for lr in args.lrs:
         _log(f"learning rate {lr:g}")
         run_out = out / flags.sweep_folder(lr)
         resume = args.resume and (run_out / "checkpoint.pt").is_file()
-        result = train(_config(args, lr), dataset, run_out, device=device, resume=resume, log=_log)
+        result = train(_config(args, lr), dataset, run_out, device=device, resume=resume,
+                       overwrite=args.overwrite, log=_log)
         if result.interrupted:
-            return 130
+            raise Interrupted(result.stop_signal)
         histories[lr] = result.history
     with atomic_write(out / "sweep.json", "w") as handle:
         summary = {
@@ -214,7 +234,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
             "epochs": args.epochs,
             "histories": {f"{lr:g}": history for lr, history in histories.items()},
         }
-        json.dump(summary, handle, indent=2)
+        json.dump(json_safe(summary), handle, indent=2, allow_nan=False)
         handle.write("\n")
     path = plot_sweep(
         histories,
@@ -275,13 +295,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("train", "sweep"):
         set_backend(args.backend)
     try:
-        if args.command == "train":
-            return _run_train(args)
-        if args.command == "sweep":
-            return _run_sweep(args)
+        if args.command in ("train", "sweep"):
+            with SignalGuard(), contextlib.ExitStack() as held:
+                return (_run_train if args.command == "train" else _run_sweep)(args, held)
         if args.command == "info":
             return _run_info()
         return _run_bench(argv[argv.index("bench") + 1:])
+    except Interrupted as stop:
+        from tritonnet.stop_report import stop_report
+
+        print(f"tritonnet: {stop_report(args.command, args.out, argv)}", file=sys.stderr)
+        return 128 + stop.signum
     except flags.FlagError as error:
         parser.exit(2, f"{parser.prog} {args.command}: error: argument {error.flag}: {error}\n")
     except (RuntimeError, ValueError, OSError) as error:

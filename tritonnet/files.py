@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import IO, Iterator
+
+# `.<target name>.<16 hex digits>.tmp`, as `_create_temporary` names them.
+TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -45,6 +49,16 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
             return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
         except FileExistsError:  # 64 random bits: a clash is a stray file of ours
             continue
+
+
+def remove_stray_temporaries(folder: Path) -> None:
+    """Delete what killed writes left in `folder`. Only for a folder that nothing
+    else writes to now (a run folder, under its lock): a live write's temporary
+    file looks the same."""
+    for entry in folder.iterdir():
+        if TEMPORARY_NAME.fullmatch(entry.name) and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
 
 
 @contextlib.contextmanager

@@ -16,15 +16,22 @@ order: on the CPU, or on the GPU where the steps replay many to a graph, so that
 order differs from a CPU run's. One seed gives the same numbers run after run on
 one device, and a resumed run ends bit-identical to one that was never
 interrupted.
+
+Nothing a run trained is lost (docs/reliability.md):
+- a checkpoint is written only with finite weights, and only after the epoch's
+  training and test losses were found finite: with `stop_on_nonfinite`, a NaN or
+  infinity stops the run with NonFiniteLossError, which names the last good
+  checkpoint only when one exists; without it the run goes on, and the checkpoint
+  keeps the last epoch whose weights were finite;
+- the run holds its folder (`tritonnet.run_folder`), and resumes only with the
+  settings and the data its checkpoint was written with (`tritonnet.resume`);
+- SIGINT and SIGTERM stop it between steps with a checkpoint, and a signal during
+  a checkpoint's write waits for the write (`tritonnet.interrupts`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,20 +39,20 @@ from typing import Any, Callable
 
 import torch
 
-from tritonnet.checkpoint import load_checkpoint, save_checkpoint
+from tritonnet.checkpoint import describe_progress, load_checkpoint
 from tritonnet.datasets import Dataset
-from tritonnet.files import atomic_write
+from tritonnet.finite import CheckpointKeeper, check_step_losses, stop_if_non_finite
+from tritonnet.finite import NonFiniteLossError  # noqa: F401 (`train` raises it; importable from here)
+from tritonnet.history import write_history
+from tritonnet.interrupts import SignalGuard
 from tritonnet.model import EXERCISE_SIZES, MLP
+from tritonnet.resume import check_resumable, data_record
+from tritonnet.run_folder import claim_run_folder
 from tritonnet.step import make_epoch_steps
 
 EVAL_BATCH = 1000
 PROGRESS_EVERY = 50  # steps between progress-bar refreshes (each reads the loss back)
-HISTORY_FIELDS = ("epoch", "train_loss", "test_loss", "test_accuracy", "train_seconds")
 RESUME_KEYS = ("batch_size", "lr", "grad_scale", "seed", "sizes", "api")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the message names epoch and step."""
 
 
 @dataclass
@@ -76,9 +83,16 @@ class TrainConfig:
 
 @dataclass
 class RunResult:
+    """What `train` returns: the history, and the signal that stopped the run after
+    its checkpoint was saved, if one did."""
+
     history: list[dict[str, float]] = field(default_factory=list)
     out: Path | None = None
-    interrupted: bool = False
+    stop_signal: int | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop_signal is not None
 
 
 def build_model(config: TrainConfig, device: torch.device) -> Any:
@@ -103,46 +117,6 @@ def evaluate(model: Any, images: torch.Tensor, labels: torch.Tensor) -> tuple[fl
         correct += batch_correct
     count = max(images.shape[0], 1)
     return float(loss_sum) / count, float(correct) / count
-
-
-def write_history(out: Path, history: list[dict[str, float]], meta: dict[str, Any]) -> None:
-    """history.json (with the run's settings and dataset) and history.csv, atomically."""
-    with atomic_write(out / "history.json", "w") as handle:
-        json.dump({**meta, "history": history}, handle, indent=2)
-        handle.write("\n")
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    with atomic_write(out / "history.csv", "w") as handle:
-        handle.write(text.getvalue())
-
-
-class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag checked between steps, so that a Ctrl-C
-    ends the run with a checkpoint of the last finished step instead of a traceback
-    somewhere inside a kernel launch."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopRequest":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def _progress_bar(total: int, epoch: int, epochs: int, enabled: bool, initial: int):
@@ -173,19 +147,26 @@ def train(
     *,
     device: torch.device | str = "cpu",
     resume: bool = False,
+    overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Train on `dataset`, writing history, checkpoint and figures under `out`.
+    """Train on `dataset`, writing history and checkpoint under `out`.
 
-    With `resume`, continue from `out/checkpoint.pt` (which must exist and come from
-    the same settings). Returns the history; `interrupted` is set when a signal
-    stopped the run, after its checkpoint was saved.
+    `out` must be empty unless `resume` (continue from `out/checkpoint.pt`, which
+    must come from the same settings and data) or `overwrite` (replace the run in
+    it); it is locked against other runs meanwhile. Returns the history;
+    `interrupted` is set when a signal stopped the run, after its checkpoint was
+    saved.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    checkpoint_path = out / "checkpoint.pt"
+    with claim_run_folder(out, resume=resume, overwrite=overwrite), SignalGuard(request_stop=True) as signals:
+        return _train(config, dataset, out, torch.device(device), resume, log, signals)
+
+
+def _train(config: TrainConfig, dataset: Dataset, out: Path, device: torch.device, resume: bool,
+           log: Callable[[str], None], signals: SignalGuard) -> RunResult:
     meta = {"dataset": dataset.name, "data_source": str(dataset.source), "config": config.describe()}
+    data = data_record(dataset)
 
     torch.manual_seed(config.seed)
     model = build_model(config, device)
@@ -195,124 +176,88 @@ def train(
         model, train_images, train_labels, config.batch_size, cuda_graph="auto" if config.cuda_graphs else False
     )
     shuffle = torch.Generator(device=steps.order_device).manual_seed(config.seed)
+    fixed = {"config": meta["config"], "data": data, "shuffle_device": shuffle.device.type}
+    checkpoints = CheckpointKeeper(out / "checkpoint.pt", fixed, signals)
     history: list[dict[str, float]] = []
     first_epoch, first_step, partial = 1, 0, {"loss_sum": 0.0, "seconds": 0.0}
     if resume:
-        state = load_checkpoint(checkpoint_path)
-        saved = {key: state["config"].get(key) for key in RESUME_KEYS}
-        if saved != config.numerics() or state["dataset"] != dataset.name:
-            raise ValueError(
-                f"checkpoint {checkpoint_path} was written by another run: {saved} on "
-                f"{state['dataset']}; this run has {config.numerics()} on {dataset.name}"
-            )
+        state = load_checkpoint(checkpoints.path)
+        check_resumable(checkpoints.path, state, config.numerics(), data, shuffle.device.type)
         model.load_state_dict(state["parameters"])
-        if state.get("shuffle_device", "cpu") != shuffle.device.type:
-            raise ValueError(
-                f"checkpoint {checkpoint_path} drew its batch order on {state.get('shuffle_device', 'cpu')}; "
-                f"this run draws it on {shuffle.device.type} (resume with the same device and --no-cuda-graphs setting)"
-            )
         shuffle.set_state(state["shuffle_state"])
         torch.set_rng_state(state["torch_rng_state"])
         history = list(state["history"])
         first_epoch, first_step, partial = state["epoch"] + 1, state["step"], dict(state["partial"])
+        checkpoints.holds = describe_progress(state["epoch"], state["step"])
         log(f"resuming {out} at epoch {first_epoch}, step {first_step}")
 
     test_images = dataset.test_images.to(device)
     test_labels = dataset.test_labels.to(device)
     rows = train_images.shape[0]
     steps_per_epoch = math.ceil(rows / config.batch_size)
-
-    def checkpoint(epoch_done: int, step: int, shuffle_state: torch.Tensor, running: dict) -> None:
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "parameters": model.state_dict(),
-                "config": meta["config"],
-                "dataset": dataset.name,
-                "epoch": epoch_done,
-                "step": step,
-                "shuffle_state": shuffle_state,
-                "shuffle_device": shuffle.device.type,
-                "torch_rng_state": torch.get_rng_state(),
-                "partial": running,
-                "history": history,
-            },
-        )
+    settings = f"(lr {config.lr}, grad scale {config.grad_scale!r})"
 
     result = RunResult(history=history, out=out)
-    with _StopRequest() as stop:
-        for epoch in range(first_epoch, config.epochs + 1):
-            shuffle_state = shuffle.get_state()
-            order = torch.randperm(rows, generator=shuffle, device=shuffle.device).to(device)
-            # Each step's mean loss, kept on the device; weighted by its batch's rows
-            # at the end of the epoch (only the last batch may be short).
-            step_losses = torch.zeros(steps_per_epoch, dtype=torch.float64, device=device)
-            loss_sum = partial["loss_sum"]
-            seconds = partial["seconds"]
-            bar = _progress_bar(steps_per_epoch, epoch, config.epochs, config.progress, first_step)
-            _synchronize(device)
-            started = time.perf_counter()
-            step = first_step
-            while step < steps_per_epoch:
-                # To the next chunk boundary, so that a resumed run's chunks line up.
-                count = min(steps_per_epoch, (step // steps.chunk_steps + 1) * steps.chunk_steps) - step
-                steps.run(order, step, count, step_losses)
-                step += count
-                bar.update(count)
-                refresh = config.progress and step // PROGRESS_EVERY > (step - count) // PROGRESS_EVERY
-                if stop.requested or refresh or step == steps_per_epoch:
-                    _check_finite(step_losses, epoch, first_step, step, config, checkpoint_path)
-                    if stop.requested:
-                        break
-                    bar.set_postfix(loss=f"{float(step_losses[step - 1]):.4f}")
-            _synchronize(device)
-            seconds += time.perf_counter() - started
-            rows_per_step = torch.full((steps_per_epoch,), float(config.batch_size), dtype=torch.float64)
-            rows_per_step[-1] = rows - (steps_per_epoch - 1) * config.batch_size
-            loss_sum += float((step_losses[first_step:step].cpu() * rows_per_step[first_step:step]).sum())
-            bar.close()
-            if stop.requested:
-                checkpoint(epoch - 1, step, shuffle_state, {"loss_sum": loss_sum, "seconds": seconds})
-                log(f"stopped at epoch {epoch}, step {step}; checkpoint saved to {checkpoint_path}")
-                result.interrupted = True
-                return result
-            test_loss, test_accuracy = evaluate(model, test_images, test_labels)
-            record = {
-                "epoch": epoch,
-                "train_loss": loss_sum / rows,
-                "test_loss": test_loss,
-                "test_accuracy": test_accuracy,
-                "train_seconds": seconds,
-            }
-            history.append(record)
-            first_step, partial = 0, {"loss_sum": 0.0, "seconds": 0.0}
-            checkpoint(epoch, 0, shuffle.get_state(), partial)
+    for epoch in range(first_epoch, config.epochs + 1):
+        shuffle_state = shuffle.get_state()
+        order = torch.randperm(rows, generator=shuffle, device=shuffle.device).to(device)
+        # Each step's mean loss, kept on the device; weighted by its batch's rows
+        # at the end of the epoch (only the last batch may be short).
+        step_losses = torch.zeros(steps_per_epoch, dtype=torch.float64, device=device)
+        loss_sum = partial["loss_sum"]
+        seconds = partial["seconds"]
+        bar = _progress_bar(steps_per_epoch, epoch, config.epochs, config.progress, first_step)
+        _synchronize(device)
+        started = time.perf_counter()
+        step = first_step
+        while step < steps_per_epoch:
+            # To the next chunk boundary, so that a resumed run's chunks line up.
+            count = min(steps_per_epoch, (step // steps.chunk_steps + 1) * steps.chunk_steps) - step
+            steps.run(order, step, count, step_losses)
+            step += count
+            bar.update(count)
+            refresh = config.progress and step // PROGRESS_EVERY > (step - count) // PROGRESS_EVERY
+            if signals.requested or refresh or step == steps_per_epoch:
+                check_step_losses(step_losses, epoch, first_step, step, config.stop_on_nonfinite, settings, checkpoints)
+                if signals.requested:
+                    break
+                bar.set_postfix(loss=f"{float(step_losses[step - 1]):.4f}")
+        _synchronize(device)
+        seconds += time.perf_counter() - started
+        rows_per_step = torch.full((steps_per_epoch,), float(config.batch_size), dtype=torch.float64)
+        rows_per_step[-1] = rows - (steps_per_epoch - 1) * config.batch_size
+        loss_sum += float((step_losses[first_step:step].cpu() * rows_per_step[first_step:step]).sum())
+        bar.close()
+        parameters = model.state_dict()
+        if signals.requested:
+            stop_if_non_finite(config.stop_on_nonfinite, parameters, {}, f"at epoch {epoch}, step {step}",
+                               settings, checkpoints)
+            note = checkpoints.save(parameters, epoch - 1, step, shuffle_state,
+                                    {"loss_sum": loss_sum, "seconds": seconds}, history)
+            if note:
+                log(note)
+            result.stop_signal = signals.requested
+            return result
+        test_loss, test_accuracy = evaluate(model, test_images, test_labels)
+        record = {
+            "epoch": epoch,
+            "train_loss": loss_sum / rows,
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+            "train_seconds": seconds,
+        }
+        losses = {"training loss": record["train_loss"], "test loss": test_loss}
+        stop_if_non_finite(config.stop_on_nonfinite, parameters, losses, f"after epoch {epoch}", settings, checkpoints)
+        history.append(record)
+        first_step, partial = 0, {"loss_sum": 0.0, "seconds": 0.0}
+        with signals.deferred():
+            note = checkpoints.save(parameters, epoch, 0, shuffle.get_state(), partial, history)
             write_history(out, history, meta)
-            log(
-                f"epoch {epoch:3d}  train loss {record['train_loss']:.4f}  test loss {test_loss:.4f}  "
-                f"test accuracy {test_accuracy:.4f}  ({seconds:.2f} s)"
-            )
-    return result
-
-
-def _check_finite(
-    step_losses: torch.Tensor,
-    epoch: int,
-    first_step: int,
-    step: int,
-    config: TrainConfig,
-    checkpoint_path: Path,
-) -> None:
-    """Raise NonFiniteLossError naming the first bad step, unless the run goes on anyway."""
-    if not config.stop_on_nonfinite:
-        return
-    window = step_losses[first_step:step]
-    bad = (~torch.isfinite(window)).nonzero()
-    if bad.numel():
-        bad_step = first_step + int(bad[0]) + 1
-        raise NonFiniteLossError(
-            f"the training loss is not finite at epoch {epoch}, step {bad_step} "
-            f"(lr {config.lr}, grad scale {config.grad_scale!r}). The last good checkpoint "
-            f"is kept at {checkpoint_path}. "
-            "Lower the learning rate, or pass --allow-nonfinite to go on anyway."
+        log(
+            f"epoch {epoch:3d}  train loss {record['train_loss']:.4f}  test loss {test_loss:.4f}  "
+            f"test accuracy {test_accuracy:.4f}  ({seconds:.2f} s)" + (f"  ({note})" if note else "")
         )
+        if signals.requested:
+            result.stop_signal = signals.requested
+            return result
+    return result
