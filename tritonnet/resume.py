@@ -31,15 +31,15 @@ COMPARED_DATA = ("name", "train_rows", "test_rows", "train_fingerprint", "test_f
 
 def fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
     """A short hex digest of one split; see the module docstring for what it covers."""
-    images, labels = images.detach().cpu(), labels.detach().cpu()
     rows = images.shape[0]
     count = min(rows, FINGERPRINT_ROWS)
-    # Integer arithmetic, so every machine samples the same rows.
-    sampled = torch.arange(count, dtype=torch.int64) * max(rows - 1, 0) // max(count - 1, 1)
+    # Integer arithmetic, so every machine samples the same rows; only those rows
+    # leave the device.
+    sampled = torch.arange(count, dtype=torch.int64, device=images.device) * max(rows - 1, 0) // max(count - 1, 1)
     digest = hashlib.sha256()
     digest.update(repr((tuple(images.shape), str(images.dtype), tuple(labels.shape), str(labels.dtype))).encode())
-    digest.update(labels.contiguous().numpy().tobytes())
-    digest.update(images.index_select(0, sampled).contiguous().numpy().tobytes())
+    digest.update(labels.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(images.detach().index_select(0, sampled).cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
