@@ -285,7 +285,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_ends_bit_identical(tmp_path):
     process.send_signal(signal.SIGINT)
     _, error = process.communicate(timeout=120)
     assert process.returncode == 130, error
-    assert "checkpoint saved" in error and "Traceback" not in error
+    assert "checkpoint.pt holds" in error and "resume with: " in error and "Traceback" not in error
 
     resumed = run_cli([*train_args(interrupted, epochs), "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
