@@ -38,12 +38,13 @@ demo: setup data
 sweep: setup data
 	$(BIN)/tritonnet sweep --lrs 1,0.5,0.25,0.01,0.001 --epochs 30 --out runs/sweep
 
-# The committed figures/: a 30-epoch run and the learning-rate sweeps on Fashion-MNIST.
+# The committed figures/: a 30-epoch run and the learning-rate sweeps on Fashion-MNIST,
+# trained again over the runs of a previous `make figures` (--overwrite).
 figures: setup data
-	$(BIN)/tritonnet train --dataset fashion-mnist --epochs 30 --out runs/fashion-mnist --figures-dir figures
-	$(BIN)/tritonnet sweep --dataset fashion-mnist --epochs 30 --out runs/fashion-mnist-sweep --figures-dir figures
+	$(BIN)/tritonnet train --dataset fashion-mnist --epochs 30 --out runs/fashion-mnist --figures-dir figures --overwrite
+	$(BIN)/tritonnet sweep --dataset fashion-mnist --epochs 30 --out runs/fashion-mnist-sweep --figures-dir figures --overwrite
 	$(BIN)/tritonnet sweep --dataset fashion-mnist --epochs 30 --grad-scale features \
-		--out runs/fashion-mnist-sweep-features --figures-dir figures
+		--out runs/fashion-mnist-sweep-features --figures-dir figures --overwrite
 	cp runs/fashion-mnist/history.json figures/fashion-mnist_history.json
 	cp runs/fashion-mnist-sweep/sweep.json figures/fashion-mnist_lr_sweep.json
 	cp runs/fashion-mnist-sweep-features/sweep.json figures/fashion-mnist_lr_sweep_grad-scale-features.json
