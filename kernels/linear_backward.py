@@ -157,6 +157,30 @@ def load_dz(dy_ptrs, y_ptrs, mask, ACTIVATION: tl.constexpr):
 
 
 @triton.jit
+def dz_pointers(
+    dy_ptr, y_ptr, row_start, rows, cols, stride_dym, stride_dyn, stride_ym, stride_yn, ACTIVATION: tl.constexpr
+):
+    """The pointers `load_dz` reads a tile through: dy's and y's at `rows`, `cols`,
+    past the first `row_start` rows. Without activation y is not read (y_ptr may be
+    None), and its pointers are dy's. `row_start` moves the base pointers, so that
+    the tile's own offsets keep their type."""
+    dy_ptrs = dy_ptr + row_start * stride_dym + rows[:, None] * stride_dym + cols[None, :] * stride_dyn
+    y_ptrs = dy_ptrs
+    if ACTIVATION == "sigmoid":
+        y_ptrs = y_ptr + row_start * stride_ym + rows[:, None] * stride_ym + cols[None, :] * stride_yn
+    return dy_ptrs, y_ptrs
+
+
+@triton.jit
+def next_dz_pointers(dy_ptrs, y_ptrs, dy_step, y_step, ACTIVATION: tl.constexpr):
+    """`dz_pointers` moved on to the next tile of the reduction: y's only where y
+    is read."""
+    if ACTIVATION == "sigmoid":
+        y_ptrs += y_step
+    return dy_ptrs + dy_step, y_ptrs
+
+
+@triton.jit
 def linear_backward_input_kernel(
     dy_ptr,
     y_ptr,
@@ -206,10 +230,9 @@ def linear_backward_input_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_k = offs_k < K
-    dy_ptrs = dy_ptr + offs_m[:, None] * stride_dym + offs_n[None, :] * stride_dyn
-    y_ptrs = dy_ptrs  # not read without activation
-    if ACTIVATION == "sigmoid":
-        y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    dy_ptrs, y_ptrs = dz_pointers(
+        dy_ptr, y_ptr, 0, offs_m, offs_n, stride_dym, stride_dyn, stride_ym, stride_yn, ACTIVATION
+    )
     w_t_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk
 
     accumulator = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
@@ -217,11 +240,9 @@ def linear_backward_input_kernel(
         mask_n = offs_n < N - n * BLOCK_N
         mask_dz = mask_m[:, None] & mask_n[None, :]
         dz = load_dz(dy_ptrs, y_ptrs, mask_dz, ACTIVATION)
-        if ACTIVATION == "sigmoid":
-            y_ptrs += BLOCK_N * stride_yn
+        dy_ptrs, y_ptrs = next_dz_pointers(dy_ptrs, y_ptrs, BLOCK_N * stride_dyn, BLOCK_N * stride_yn, ACTIVATION)
         w_t = tl.load(w_t_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0.0)
         accumulator = tl.dot(dz.to(w_t.dtype), w_t, accumulator, input_precision=INPUT_PRECISION)
-        dy_ptrs += BLOCK_N * stride_dyn
         w_t_ptrs += BLOCK_N * stride_wn
 
     dx_ptrs = dx_ptr + offs_m[:, None] * stride_dxm + offs_k[None, :] * stride_dxk
@@ -303,10 +324,9 @@ def linear_backward_weight_kernel(
     mask_k = offs_k < K
     mask_n = offs_n < N
     x_t_ptrs = x_ptr + row_start * stride_xm + offs_k[:, None] * stride_xk + offs_m[None, :] * stride_xm
-    dy_ptrs = dy_ptr + row_start * stride_dym + offs_m[:, None] * stride_dym + offs_n[None, :] * stride_dyn
-    y_ptrs = dy_ptrs  # not read without activation
-    if ACTIVATION == "sigmoid":
-        y_ptrs = y_ptr + row_start * stride_ym + offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    dy_ptrs, y_ptrs = dz_pointers(
+        dy_ptr, y_ptr, row_start, offs_m, offs_n, stride_dym, stride_dyn, stride_ym, stride_yn, ACTIVATION
+    )
     is_bias_program = pid_k == 0
 
     accumulator = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
@@ -315,15 +335,13 @@ def linear_backward_weight_kernel(
         mask_m = offs_m < split_rows - m * BLOCK_M
         mask_dz = mask_m[:, None] & mask_n[None, :]
         dz = load_dz(dy_ptrs, y_ptrs, mask_dz, ACTIVATION)
-        if ACTIVATION == "sigmoid":
-            y_ptrs += BLOCK_M * stride_ym
+        dy_ptrs, y_ptrs = next_dz_pointers(dy_ptrs, y_ptrs, BLOCK_M * stride_dym, BLOCK_M * stride_ym, ACTIVATION)
         if HAS_BIAS:
             if is_bias_program:
                 bias_accumulator += tl.sum(dz, axis=0)
         x_t = tl.load(x_t_ptrs, mask=mask_k[:, None] & mask_m[None, :], other=0.0)
         accumulator = tl.dot(x_t, dz.to(x_t.dtype), accumulator, input_precision=INPUT_PRECISION)
         x_t_ptrs += BLOCK_M * stride_xm
-        dy_ptrs += BLOCK_M * stride_dym
 
     dw_ptrs = dw_ptr + split * stride_dws + offs_k[:, None] * stride_dwk + offs_n[None, :] * stride_dwn
     dw = (accumulator * scale).to(dw_ptr.dtype.element_ty)
