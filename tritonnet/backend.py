@@ -20,25 +20,16 @@ import contextlib
 import functools
 import importlib
 import importlib.util
-import os
 from types import ModuleType
 from typing import Iterator
 
 import torch
 
+from tritonnet.environment import KERNEL_DTYPES, interpreter_enabled
+
 BACKENDS = ("auto", "triton", "reference")
 
-# The floating dtypes the kernels load and store (they accumulate in fp32). It
-# lives here, not in the Triton backend, so that "auto" can route other dtypes
-# to the reference without importing triton.
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
 _selected = "auto"
-
-
-def interpreter_enabled() -> bool:
-    """Whether Triton runs kernels on the CPU through its interpreter."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,10 +1,11 @@
-"""Which alignment class a GEMM launch falls in, and the launch with that class's configs.
+"""Which alignment class a launch falls in.
 
 The GEMM kernels offer a config list per class (`tritonnet.kernels.tiling`):
 tensor-core-sized tiles for ALIGNED launches, small tiles that compile without
 spills in the worst case for UNALIGNED ones. The class follows what Triton
 specializes a launch on, so that the build a class's configs run as is the build
-the compile tests check for it.
+the compile tests check for it. `launch.Launch` asks once per launch key: the
+key holds everything the class depends on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Mapping
 import torch
 
 from tritonnet.kernels.tiling import ALIGNED, UNALIGNED
-from tritonnet.triton_backend.common import fixed_configs
 
 
 def uses_tensor_cores(dtype: torch.dtype, precision: str) -> bool:
@@ -45,18 +45,3 @@ def alignment_class(arguments: Mapping[str, object]) -> str:
             if value % 16 and not (value == 1 and name.startswith("stride_")):
                 return UNALIGNED
     return ALIGNED
-
-
-def launch_gemm(autotuned: dict, fixed: dict, grid, args: tuple, constexprs: dict) -> None:
-    """Launch a GEMM kernel with the configs of its alignment class.
-
-    `autotuned` and `fixed` map each class to the kernel's autotuner and its one
-    fixed config (`fixed_configs` says which runs); `args` are the kernel's
-    positional arguments; `constexprs` holds INPUT_PRECISION with the others.
-    """
-    kernel = next(iter(autotuned.values())).fn
-    alignment = alignment_class({**dict(zip(kernel.arg_names, args)), **constexprs})
-    if fixed_configs():
-        kernel[grid](*args, **constexprs, **fixed[alignment].all_kwargs())
-    else:
-        autotuned[alignment][grid](*args, **constexprs)

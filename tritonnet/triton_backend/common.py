@@ -1,53 +1,19 @@
-"""What every Triton launcher shares: the argument checks the kernels rely on,
-matmul precision and interpreter detection.
+"""The argument checks every Triton launcher shares.
 
 The kernels trust their arguments, so each launcher checks them here first, and
 a bad call fails with the argument's name, what was expected and what came in.
-Nothing here touches CUDA state at import time: the precision is read at each
-launch, so a later `torch.set_float32_matmul_precision` takes effect.
+A launcher runs them once per launch key (`launch.Plans`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from numbers import Real
 
 import torch
 
 from tritonnet import checks
-from tritonnet.backend import KERNEL_DTYPES, interpreter_enabled
-
-# torch.get_float32_matmul_precision() -> tl.dot input_precision for fp32 operands.
-# "highest" keeps full fp32 products (ieee). "high" and "medium" allow TF32 tensor
-# cores, as torch's own fp32 matmuls on CUDA do under those settings (torch's
-# "medium" would also allow bf16 products; TF32 is the closer and safer choice).
-# fp16 and bf16 operands use their own tensor-core path; the setting does not apply.
-FLOAT32_PRECISION = {"highest": "ieee", "high": "tf32", "medium": "tf32"}
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """The `input_precision` for a tl.dot on operands of `dtype`."""
-    if dtype == torch.float32:
-        return FLOAT32_PRECISION[torch.get_float32_matmul_precision()]
-    return "ieee"
-
-
-def interpreting() -> bool:
-    """True when kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1)."""
-    return interpreter_enabled()
-
-
-def fixed_configs() -> bool:
-    """True when launchers run each kernel's one fixed config instead of autotuning.
-
-    Always in the interpreter: it is slow, and its autotuner would time every config.
-    On a GPU when TRITONNET_AUTOTUNE=0: autotuning times every config once per new
-    shape (about 0.1 s each), which a test trying hundreds of random shapes cannot
-    afford, and a fixed config gives the same kernel on every run. Read at each
-    launch, so a test can set it.
-    """
-    return interpreter_enabled() or os.environ.get("TRITONNET_AUTOTUNE", "1") == "0"
+from tritonnet.environment import KERNEL_DTYPES, interpreter_enabled
 
 
 def check_kernel_dtype(name: str, tensor: torch.Tensor) -> None:
@@ -64,7 +30,7 @@ def check_kernel_device(name: str, tensor: torch.Tensor) -> None:
     """Raise ValueError unless the kernels can read `tensor` where it is: CUDA, or the
     CPU when the interpreter runs them. Elsewhere a launch would fail inside Triton,
     or read host memory as device addresses."""
-    if tensor.device.type == "cuda" or (tensor.device.type == "cpu" and interpreting()):
+    if tensor.device.type == "cuda" or (tensor.device.type == "cpu" and interpreter_enabled()):
         return
     raise ValueError(
         f"{name} must be a CUDA tensor (or a CPU tensor with TRITON_INTERPRET=1) "
@@ -92,14 +58,15 @@ def check_scale(value: object) -> float:
     return float(value)
 
 
-def output_buffer(
+def output_strides(
     name: str, out: object, rows: int, cols: int, like_name: str, like: torch.Tensor
-) -> torch.Tensor:
-    """`out`, checked to be `[rows, cols]` on `like`'s device in `like`'s dtype, or a
-    new contiguous such tensor. `out` may have any strides, and may be `like` itself."""
+) -> tuple[int, int]:
+    """The strides of `out`, checked to be `[rows, cols]` on `like`'s device in
+    `like`'s dtype (any strides; it may be `like` itself); for `out` None, those of
+    the new contiguous tensor the launcher will make (`launch.Plan.output`)."""
     if out is None:
-        return torch.empty(rows, cols, dtype=like.dtype, device=like.device)
+        return (cols, 1)
     out = checks.check_matrix(name, out, cols=cols, rows=rows)
     checks.check_same_device(**{like_name: like, name: out})
     checks.check_same_dtype(**{like_name: like, name: out})
-    return out
+    return out.stride()

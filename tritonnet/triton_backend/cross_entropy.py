@@ -1,4 +1,8 @@
-"""Launcher of the row-wise softmax and cross-entropy kernel (`tritonnet.kernels.cross_entropy`)."""
+"""Launcher of the row-wise softmax and cross-entropy kernel (`tritonnet.kernels.cross_entropy`).
+
+`loss_strides` and `launch_loss` serve the fused output layer too, which ends
+in the same outputs, and whose rows too wide for its own kernel come here.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +11,60 @@ import triton
 
 from tritonnet import checks
 from tritonnet.kernels.cross_entropy import cross_entropy_kernel
-from tritonnet.triton_backend.common import check_operands, check_scale, output_buffer
-from tritonnet.triton_backend.softmax import row_blocks
+from tritonnet.triton_backend.common import check_operands, check_scale, output_strides
+from tritonnet.triton_backend.launch import Kernel, Launch, Plan, Plans
+from tritonnet.triton_backend.softmax import row_blocks, row_config
+
+CROSS_ENTROPY = Kernel(cross_entropy_kernel, lambda arguments: (triton.cdiv(arguments["M"], arguments["BLOCK_ROWS"]),))
 
 
-def launch_cross_entropy(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    probabilities: torch.Tensor,
-    grad_logits: torch.Tensor,
-    row_loss: torch.Tensor,
-    scale: float,
-) -> None:
-    """Run the kernel on checked, non-empty arguments; `row_loss` is fp32 `[M]`, contiguous.
+def cross_entropy_launch(rows: int, classes: int) -> Launch:
+    return Launch(CROSS_ENTROPY, row_config(row_blocks(rows, classes)))
 
-    Shared with the output layer's path for rows too wide for its fused kernel.
+
+def loss_strides(
+    like_name: str, like: torch.Tensor, classes: int, target: object, out_probabilities: object, out_grad_logits: object
+) -> tuple[int, ...]:
+    """The strides of the target and of both outputs, in the kernels' order.
+
+    Checks the target (class indices `[M]` on `like`'s device, `like` `[M, K]`)
+    and the outputs given (`[M, classes]`, `like`'s device and dtype).
     """
-    rows, classes = logits.shape
-    blocks = row_blocks(rows, classes)
-    grid = (triton.cdiv(rows, blocks["BLOCK_ROWS"]),)
-    cross_entropy_kernel[grid](
-        logits,
-        target,
-        probabilities,
-        grad_logits,
-        row_loss,
-        rows,
-        classes,
-        *logits.stride(),
+    rows = like.shape[0]
+    target = checks.check_labels("target", target, rows, classes, check_range=False)
+    checks.check_same_device(**{like_name: like, "target": target})
+    return (
         target.stride(0),
-        *probabilities.stride(),
-        *grad_logits.stride(),
-        scale,
-        BLOCK_ROWS=blocks["BLOCK_ROWS"],
-        BLOCK_COLS=blocks["BLOCK_COLS"],
-        num_warps=blocks["num_warps"],
+        *output_strides("out_probabilities", out_probabilities, rows, classes, like_name, like),
+        *output_strides("out_grad_logits", out_grad_logits, rows, classes, like_name, like),
     )
+
+
+def launch_loss(
+    plan: Plan, inputs: tuple, scale: object, out_probabilities: torch.Tensor | None, out_grad_logits: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run `plan` on `inputs` (the kernel's arguments before its outputs):
+    `(probabilities, loss, grad_logits)`, the loss the mean of the kernel's
+    per-row fp32 losses (NaN for no rows, as the mean of nothing is in torch)."""
+    scale = check_scale(scale)
+    probabilities = plan.output(out_probabilities)
+    grad_logits = plan.output(out_grad_logits)
+    row_loss = torch.empty(plan.shape[0], dtype=torch.float32, device=plan.device)
+    if plan.launch is not None:
+        plan.launch(*inputs, probabilities, grad_logits, row_loss, *plan.sizes, scale)
+    return probabilities, row_loss.mean(), grad_logits
+
+
+def _plan(logits: object, target: object, out_probabilities: object, out_grad_logits: object) -> Plan:
+    logits = checks.check_matrix("logits", logits)
+    check_operands(logits=logits)
+    rows, classes = logits.shape
+    strides = loss_strides("logits", logits, classes, target, out_probabilities, out_grad_logits)
+    launch = cross_entropy_launch(rows, classes) if rows else None
+    return Plan((rows, classes), logits.dtype, logits.device, (rows, classes, *logits.stride(), *strides), launch)
+
+
+_plans = Plans(_plan)
 
 
 def cross_entropy(
@@ -63,16 +85,5 @@ def cross_entropy(
     (M = 0) gives a NaN loss, as the mean of nothing does in torch, and launches
     nothing. `out_*` tensors `[M, N]` of the logits' dtype are written in place.
     """
-    logits = checks.check_matrix("logits", logits)
-    rows, classes = logits.shape
-    target = checks.check_labels("target", target, rows, classes, check_range=False)
-    check_operands(logits=logits)
-    checks.check_same_device(logits=logits, target=target)
-    scale = check_scale(scale)
-    probabilities = output_buffer("out_probabilities", out_probabilities, rows, classes, "logits", logits)
-    grad_logits = output_buffer("out_grad_logits", out_grad_logits, rows, classes, "logits", logits)
-
-    row_loss = torch.empty(rows, dtype=torch.float32, device=logits.device)
-    if rows > 0:
-        launch_cross_entropy(logits, target, probabilities, grad_logits, row_loss, scale)
-    return probabilities, row_loss.mean(), grad_logits
+    plan = _plans(logits, target, out_probabilities, out_grad_logits)
+    return launch_loss(plan, (logits, target), scale, out_probabilities, out_grad_logits)

@@ -7,70 +7,63 @@ import torch
 import triton
 
 from tritonnet import checks
-from tritonnet.kernels.linear_cross_entropy import (
-    FUSED_MAX_N,
-    LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG,
-    linear_cross_entropy_autotuned,
-    linear_cross_entropy_kernel,
+from tritonnet.kernels import linear_cross_entropy as kernels
+from tritonnet.triton_backend.common import check_operands
+from tritonnet.triton_backend.cross_entropy import cross_entropy_launch, launch_loss, loss_strides
+from tritonnet.triton_backend.launch import Kernel, Launch, Plan, Plans, dot_precision
+from tritonnet.triton_backend.linear import check_vector, linear_forward
+
+FUSED = Kernel(
+    kernels.linear_cross_entropy_kernel,
+    lambda arguments: (triton.cdiv(arguments["M"], arguments["BLOCK_M"]),),
+    autotuned=kernels.linear_cross_entropy_autotuned,
+    fixed=kernels.LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG,
 )
-from tritonnet.triton_backend.common import (
-    check_operands,
-    check_scale,
-    dot_precision,
-    fixed_configs,
-    output_buffer,
-)
-from tritonnet.triton_backend.cross_entropy import launch_cross_entropy
-from tritonnet.triton_backend.linear import linear_forward
 
 
-def _launch_fused(x, weight, bias, target, probabilities, grad_logits, row_loss, scale) -> None:
-    """Everything in one kernel: the logits row fits one block."""
+class _Unfused:
+    """Rows too wide for one block: the linear forward kernel into fp32 logits, then
+    the row-wise kernel. fp32 logits, as the fused kernel keeps them: rounded to
+    fp16 or bf16 they would shift every probability by up to a few percent."""
+
+    def __init__(self, rows: int, classes: int, device: torch.device) -> None:
+        self.shape = (rows, classes)
+        self.device = device
+        self.cross_entropy = cross_entropy_launch(rows, classes)
+
+    def __call__(self, x, weight, bias, *rest) -> None:
+        logits = torch.empty(self.shape, dtype=torch.float32, device=self.device)
+        linear_forward(x, weight, bias, "none", out=logits)
+        self.cross_entropy(logits, *rest)
+
+
+def _plan(
+    x: object, weight: object, bias: object, target: object, out_probabilities: object, out_grad_logits: object, precision: str
+) -> Plan:
+    x = checks.check_matrix("x", x)
     rows, inner = x.shape
+    weight = checks.check_matrix("weight", weight, rows=inner)
     classes = weight.shape[1]
-    args = (
-        x,
-        weight,
-        weight if bias is None else bias,  # never read without a bias
-        target,
-        probabilities,
-        grad_logits,
-        row_loss,
-        rows,
-        classes,
-        inner,
-        *x.stride(),
-        *weight.stride(),
-        0 if bias is None else bias.stride(0),
-        target.stride(0),
-        *probabilities.stride(),
-        *grad_logits.stride(),
-        scale,
-    )
-    constants = {
-        "HAS_BIAS": bias is not None,
-        "INPUT_PRECISION": dot_precision(x.dtype),
-        # tl.dot needs every block dimension >= 16.
-        "BLOCK_N": max(16, triton.next_power_of_2(classes)),
-    }
-    if fixed_configs():
-        config = LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG.all_kwargs()
-        grid = (triton.cdiv(rows, config["BLOCK_M"]),)
-        linear_cross_entropy_kernel[grid](*args, **constants, **config)
+    if bias is not None:
+        bias = check_vector("bias", bias, classes)
+    check_operands(x=x, weight=weight, bias=bias)
+    strides = loss_strides("x", x, classes, target, out_probabilities, out_grad_logits)
+    if classes <= kernels.FUSED_MAX_N:
+        sizes = (rows, classes, inner, *x.stride(), *weight.stride(), 0 if bias is None else bias.stride(0), *strides)
+        launch = Launch(
+            FUSED,
+            HAS_BIAS=bias is not None,
+            INPUT_PRECISION=dot_precision(x.dtype, precision),
+            # tl.dot needs every block dimension >= 16.
+            BLOCK_N=max(16, triton.next_power_of_2(classes)),
+        )
     else:
-        def grid(meta):
-            return (triton.cdiv(rows, meta["BLOCK_M"]),)
+        sizes = (rows, classes, classes, 1, *strides)  # the new logits are contiguous
+        launch = _Unfused(rows, classes, x.device)
+    return Plan((rows, classes), x.dtype, x.device, sizes, launch if rows else None)
 
-        linear_cross_entropy_autotuned[grid](*args, **constants)
 
-
-def _launch_unfused(x, weight, bias, target, probabilities, grad_logits, row_loss, scale) -> None:
-    """Rows too wide for one block: the linear forward kernel, then the row-wise kernel."""
-    # fp32 logits, as the fused kernel keeps them: rounded to fp16 or bf16 they
-    # would shift every probability by up to a few percent.
-    logits = torch.empty(x.shape[0], weight.shape[1], dtype=torch.float32, device=x.device)
-    linear_forward(x, weight, bias, "none", out=logits)
-    launch_cross_entropy(logits, target, probabilities, grad_logits, row_loss, scale)
+_plans = Plans(_plan)
 
 
 def linear_cross_entropy(
@@ -93,23 +86,5 @@ def linear_cross_entropy(
     outside `[0, N)` gives a NaN loss instead. No rows (M = 0) gives a NaN loss, as
     the mean of nothing does in torch, and launches nothing.
     """
-    x = checks.check_matrix("x", x)
-    rows, inner = x.shape
-    weight = checks.check_matrix("weight", weight, rows=inner)
-    classes = weight.shape[1]
-    if bias is not None:
-        bias = checks.check_float_tensor("bias", bias)
-        if bias.shape != (classes,):
-            raise ValueError(f"bias must have shape ({classes},), got {tuple(bias.shape)}")
-    target = checks.check_labels("target", target, rows, classes, check_range=False)
-    check_operands(x=x, weight=weight, bias=bias)
-    checks.check_same_device(x=x, target=target)
-    scale = check_scale(scale)
-    probabilities = output_buffer("out_probabilities", out_probabilities, rows, classes, "x", x)
-    grad_logits = output_buffer("out_grad_logits", out_grad_logits, rows, classes, "x", x)
-
-    row_loss = torch.empty(rows, dtype=torch.float32, device=x.device)
-    if rows > 0:
-        launch = _launch_fused if classes <= FUSED_MAX_N else _launch_unfused
-        launch(x, weight, bias, target, probabilities, grad_logits, row_loss, scale)
-    return probabilities, row_loss.mean(), grad_logits
+    plan = _plans(x, weight, bias, target, out_probabilities, out_grad_logits, torch.get_float32_matmul_precision())
+    return launch_loss(plan, (x, weight, bias, target), scale, out_probabilities, out_grad_logits)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 
 from tritonnet import checks
-from tritonnet.kernels.sgd import SGD_INTERPRETER_CONFIG, sgd_update_autotuned, sgd_update_kernel
-from tritonnet.triton_backend.common import check_operands, fixed_configs
+from tritonnet.kernels import sgd as kernels
+from tritonnet.triton_backend.common import check_operands
+from tritonnet.triton_backend.launch import Kernel, Launch, Plans
+
+SGD = Kernel(
+    kernels.sgd_update_kernel,
+    lambda arguments: (
+        triton.cdiv(arguments["w_numel"], arguments["BLOCK"]) + triton.cdiv(arguments["b_numel"], arguments["BLOCK"]),
+    ),
+    autotuned=kernels.sgd_update_autotuned,
+    fixed=kernels.SGD_INTERPRETER_CONFIG,
+)
 
 
 def _dense(tensor: torch.Tensor) -> bool:
@@ -16,7 +28,7 @@ def _dense(tensor: torch.Tensor) -> bool:
     return tensor.is_contiguous() or (tensor.dim() == 2 and tensor.t().is_contiguous())
 
 
-def _check_pair(name: str, param: torch.Tensor, grad_name: str, grad: object) -> torch.Tensor:
+def _check_pair(name: str, param: torch.Tensor, grad_name: str, grad: object) -> None:
     """`grad` matches `param` in shape, device, dtype, kernel support and memory
     layout, and `param` is dense."""
     grad = checks.check_float_tensor(grad_name, grad)
@@ -33,7 +45,34 @@ def _check_pair(name: str, param: torch.Tensor, grad_name: str, grad: object) ->
         )
     if grad.stride() != param.stride():
         raise ValueError(f"{grad_name} must have the strides of {name}, {param.stride()}, got {grad.stride()}")
-    return grad
+
+
+@dataclass(frozen=True)
+class _Plan:
+    weight_numel: int
+    bias_numel: int
+    launch: Launch | None
+
+
+def _plan(weight: object, bias: object, grad_weight: object, grad_bias: object) -> _Plan:
+    weight = checks.check_float_tensor("weight", weight)
+    _check_pair("weight", weight, "grad_weight", grad_weight)
+    if (bias is None) != (grad_bias is None):
+        raise ValueError(
+            "bias and grad_bias must both be tensors or both be None, got "
+            f"bias {type(bias).__name__} and grad_bias {type(grad_bias).__name__}"
+        )
+    bias_numel = 0  # no bias programs without a bias
+    if bias is not None:
+        bias = checks.check_float_tensor("bias", bias)
+        check_operands(weight=weight, bias=bias)
+        _check_pair("bias", bias, "grad_bias", grad_bias)
+        bias_numel = bias.numel()
+    launch = Launch(SGD) if weight.numel() + bias_numel else None
+    return _Plan(weight.numel(), bias_numel, launch)
+
+
+_plans = Plans(_plan)
 
 
 def sgd_update(
@@ -50,34 +89,10 @@ def sgd_update(
     grad_bias are both None or both tensors. fp32 math, rounded once to the
     parameters' dtype.
     """
-    weight = checks.check_float_tensor("weight", weight)
-    grad_weight = _check_pair("weight", weight, "grad_weight", grad_weight)
+    plan = _plans(weight, bias, grad_weight, grad_bias)
     lr = checks.check_learning_rate("lr", lr)
-    if (bias is None) != (grad_bias is None):
-        raise ValueError(
-            "bias and grad_bias must both be tensors or both be None, got "
-            f"bias {type(bias).__name__} and grad_bias {type(grad_bias).__name__}"
-        )
-    if bias is None:
-        # No bias programs: the kernel never reads these pointers.
-        bias, grad_bias = weight, grad_weight
-        bias_numel = 0
-    else:
-        bias = checks.check_float_tensor("bias", bias)
-        check_operands(weight=weight, bias=bias)
-        grad_bias = _check_pair("bias", bias, "grad_bias", grad_bias)
-        bias_numel = bias.numel()
-
-    weight_numel = weight.numel()
-    args = (weight, grad_weight, weight_numel, bias, grad_bias, bias_numel, lr)
-
-    def grid(meta):
-        return (triton.cdiv(weight_numel, meta["BLOCK"]) + triton.cdiv(bias_numel, meta["BLOCK"]),)
-
-    if weight_numel + bias_numel == 0:
-        return
-    if fixed_configs():
-        config = SGD_INTERPRETER_CONFIG.all_kwargs()
-        sgd_update_kernel[grid(config)](*args, **config)
-    else:
-        sgd_update_autotuned[grid](*args)
+    if plan.launch is not None:
+        if bias is None:
+            # The kernel never reads the bias pointers when there are no bias programs.
+            bias, grad_bias = weight, grad_weight
+        plan.launch(weight, grad_weight, plan.weight_numel, bias, grad_bias, plan.bias_numel, lr)

@@ -6,6 +6,7 @@ import torch
 import triton
 
 from tritonnet import checks
+from tritonnet.environment import interpreter_enabled
 from tritonnet.kernels.softmax import (
     INTERPRETER_MAX_BLOCK_COLS,
     MAX_BLOCK_COLS,
@@ -13,7 +14,10 @@ from tritonnet.kernels.softmax import (
     softmax_blocks,
     softmax_kernel,
 )
-from tritonnet.triton_backend.common import check_operands, interpreting, output_buffer
+from tritonnet.triton_backend.common import check_operands, output_strides
+from tritonnet.triton_backend.launch import Kernel, Launch, Plan, Plans
+
+SOFTMAX = Kernel(softmax_kernel, lambda arguments: (triton.cdiv(arguments["rows"], arguments["BLOCK_ROWS"]),))
 
 
 def row_blocks(rows: int, cols: int, max_block_cols: int = MAX_BLOCK_COLS) -> dict:
@@ -23,7 +27,27 @@ def row_blocks(rows: int, cols: int, max_block_cols: int = MAX_BLOCK_COLS) -> di
     The interpreter gets a narrow cap, so that the tests' small rows also take the
     two-pass path without a GPU (see `tritonnet.kernels.softmax`).
     """
-    return softmax_blocks(rows, cols, INTERPRETER_MAX_BLOCK_COLS if interpreting() else max_block_cols)
+    return softmax_blocks(rows, cols, INTERPRETER_MAX_BLOCK_COLS if interpreter_enabled() else max_block_cols)
+
+
+def row_config(blocks: dict, *constexprs: str) -> triton.Config:
+    """`row_blocks`' tile as a launch config, with the named constexprs it also gives."""
+    names = ("BLOCK_ROWS", "BLOCK_COLS", *constexprs)
+    return triton.Config({name: blocks[name] for name in names}, num_warps=blocks["num_warps"])
+
+
+def _plan(x: object, out: object) -> Plan:
+    x = checks.check_matrix("x", x)
+    check_operands(x=x)
+    rows, cols = x.shape
+    sizes = (rows, cols, *x.stride(), *output_strides("out", out, rows, cols, "x", x))
+    launch = None
+    if x.numel():
+        launch = Launch(SOFTMAX, row_config(row_blocks(rows, cols, SOFTMAX_MAX_BLOCK_COLS), "SINGLE_PASS"))
+    return Plan((rows, cols), x.dtype, x.device, sizes, launch)
+
+
+_plans = Plans(_plan)
 
 
 def softmax(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -33,13 +57,8 @@ def softmax(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     a row of all -inf, fp32 math for fp16 and bf16 inputs. `out` `[M, N]` of x's
     dtype is written in place and returned; it may be x itself.
     """
-    x = checks.check_matrix("x", x)
-    check_operands(x=x)
-    rows, cols = x.shape
-    out = output_buffer("out", out, rows, cols, "x", x)
-    if x.numel() == 0:
-        return out
-    blocks = row_blocks(rows, cols, SOFTMAX_MAX_BLOCK_COLS)
-    grid = (triton.cdiv(rows, blocks["BLOCK_ROWS"]),)
-    softmax_kernel[grid](x, out, rows, cols, *x.stride(), *out.stride(), **blocks)
+    plan = _plans(x, out)
+    out = plan.output(out)
+    if plan.launch is not None:
+        plan.launch(x, out, *plan.sizes)
     return out
