@@ -114,11 +114,15 @@ def compile_kernel(
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
 
+    from tritonnet.triton_backend.launch import COMPILE_OPTIONS
+
     target = GPUTarget("cuda", arch, 32)
     divisibility = make_backend(target).parse_attr("D")
     attrs = {(kernel.arg_names.index(name),): divisibility for name in divisible}
     source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
-    options = {"num_warps": num_warps, "num_stages": num_stages}
+    # The options every launch passes (fp fusion chosen), so that what compiles here
+    # is what the launchers compile.
+    options = {"num_warps": num_warps, "num_stages": num_stages, **COMPILE_OPTIONS}
     compiled = triton.compile(source, target=target, options=options)
     cuobjdump = triton.knobs.nvidia.cuobjdump.path
     with tempfile.TemporaryDirectory() as folder:

@@ -12,7 +12,8 @@ import triton
 from tritonnet import checks
 from tritonnet.kernels.cross_entropy import cross_entropy_kernel
 from tritonnet.triton_backend.common import check_operands, check_scale, output_strides
-from tritonnet.triton_backend.launch import Kernel, Launch, Plan, Plans
+from tritonnet.triton_backend.launch import Kernel, Launch
+from tritonnet.triton_backend.plans import Plan, Plans
 from tritonnet.triton_backend.softmax import row_blocks, row_config
 
 CROSS_ENTROPY = Kernel(cross_entropy_kernel, lambda arguments: (triton.cdiv(arguments["M"], arguments["BLOCK_ROWS"]),))

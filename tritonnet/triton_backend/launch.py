@@ -4,12 +4,11 @@ precision, and a cached launch path.
 Why a cache: called from Python, an operation is bound by host time. Triton's
 `kernel[grid](...)` binds and specializes every argument on every call, and the
 autotuner adds its own dispatch; our checks add more. So each operation keeps
-`Plans`: per launch key (its tensors' dtypes, shapes, strides, devices and
-16-byte alignment, its options, the matmul precision) a plan made once, by the
-full argument checks. A plan holds what the key decides: output shapes, the
-kernels' size and stride arguments, and one `Launch` per kernel. A later call
-with the same key skips the checks (the key decided them) and re-checks only
-what can differ between such calls, the scalars (`scale`, `lr`).
+a plan per launch key (`plans.py`: its tensors' dtypes, shapes, strides,
+devices and 16-byte alignment, its options, the matmul precision), made once by
+the full argument checks: output shapes, the kernels' size and stride
+arguments, and one `Launch` per kernel. A later call with the same key skips
+the checks (the key decided them) and re-checks only the scalars (`scale`, `lr`).
 
 A `Launch` resolves on its first call: the config (below), the grid, and the
 compiled kernel, which Triton's own launch returns. Later calls hand the
@@ -36,12 +35,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
 import triton
 from triton import knobs
+from triton.runtime import driver
 
 from tritonnet.environment import interpreter_enabled
 from tritonnet.kernels.tiling import ALIGNED, UNALIGNED
@@ -60,11 +59,6 @@ COMPILE_OPTIONS = {"enable_fp_fusion": True}
 FLOAT32_PRECISION = {"highest": "ieee", "high": "tf32", "medium": "tf32"}
 
 ALIGNED, UNALIGNED = "aligned", "unaligned"
-
-# Plans kept per operation; past this the oldest goes (shapes that keep changing,
-# such as a test's random ones, must not grow memory without end).
-MAX_PLANS = 1024
-
 
 def dot_precision(dtype: torch.dtype, matmul_precision: str) -> str:
     """The `input_precision` for a tl.dot on operands of `dtype`, given
@@ -202,8 +196,6 @@ class Launch:
         try:
             if hasattr(compiled, "result"):  # an asynchronous compile's future
                 compiled = compiled.result()
-            from triton.runtime import driver
-
             device = args[0].device.index
             if device != driver.active.get_current_device():
                 return  # Triton launches on the current device; keep its path then
@@ -214,7 +206,7 @@ class Launch:
             self.current_stream = driver.active.get_current_stream
             self.device = device
             self.hooks = knobs.runtime
-        except (AttributeError, KeyError, TypeError) as error:
+        except Exception as error:  # noqa: BLE001 - any Triton that lacks the path keeps working
             _cannot_launch_directly(error)
             return
         self._candidate = compiled
@@ -239,67 +231,3 @@ def _choose_config(kernel: Kernel, aligned: str, tuning_key: str, args: tuple):
         return kernel.fixed[aligned], "fixed"
     config = tuned.lookup(tuned.device_name(args[0].device), kernel.name, tuning_key, kernel.autotuned[aligned])
     return (config, "tuned") if config is not None else (None, None)
-
-
-def tensor_key(tensor: torch.Tensor) -> tuple:
-    """What a launch key holds of a tensor: all the checks and the compiled kernel
-    depend on (class, dtype, shape, strides, device, 16-byte alignment)."""
-    return (tensor.__class__, tensor.dtype, tensor.shape, tensor.stride(), tensor.device, tensor.data_ptr() % 16 == 0)
-
-
-_ALL_PLANS: list["Plans"] = []
-
-
-class Plans:
-    """One operation's plans by launch key. `plans(*arguments)` returns the plan
-    of these arguments, made by `build(*arguments)` the first time.
-
-    `arguments` are all that the checks and the launches depend on except the
-    scalars re-checked per call: tensors (keyed by `tensor_key`), None, strings,
-    flags. Arguments that make no key (unhashable, or no real tensor) get a plan
-    made afresh and not kept: `build` raises the argument error then, as it does
-    for any bad key, and a bad key is never kept.
-    """
-
-    def __init__(self, build: Callable[..., object]) -> None:
-        self.build = build
-        self.entries: dict[tuple, object] = {}
-        _ALL_PLANS.append(self)
-
-    def __call__(self, *arguments):
-        try:
-            key = tuple([tensor_key(a) if isinstance(a, torch.Tensor) else a for a in arguments])
-            return self.entries[key]
-        except KeyError:
-            pass
-        except (AttributeError, TypeError, RuntimeError):
-            return self.build(*arguments)
-        plan = self.build(*arguments)
-        if len(self.entries) >= MAX_PLANS:
-            del self.entries[next(iter(self.entries))]
-        self.entries[key] = plan
-        return plan
-
-
-@dataclass(frozen=True)
-class Plan:
-    """An operation's plan with one output `shape` (made when the caller gives
-    none), the kernel's size and stride arguments, and its launch (None when
-    there is nothing to compute)."""
-
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    device: torch.device
-    sizes: tuple
-    launch: Launch | None
-
-    def output(self, out: torch.Tensor | None) -> torch.Tensor:
-        """`out`, or a new contiguous output."""
-        return torch.empty(self.shape, dtype=self.dtype, device=self.device) if out is None else out
-
-
-def clear_caches() -> None:
-    """Forget every plan, launch and loaded tuned table (tests and tuning runs)."""
-    for plans in _ALL_PLANS:
-        plans.entries.clear()
-    tuned.clear()

@@ -22,7 +22,8 @@ from tritonnet.kernels import linear_backward as backward_kernels
 from tritonnet.kernels import linear_forward as forward_kernels
 from tritonnet.reference import ACTIVATIONS
 from tritonnet.triton_backend.common import check_operands, check_scale
-from tritonnet.triton_backend.launch import Kernel, Launch, Plan, Plans, dot_precision
+from tritonnet.triton_backend.launch import Kernel, Launch, dot_precision
+from tritonnet.triton_backend.plans import Plan, Plans
 from tritonnet.triton_backend.sgd import sgd_update
 from tritonnet.triton_backend.weight_gradient import WeightGradient
 

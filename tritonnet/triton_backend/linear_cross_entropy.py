@@ -10,7 +10,8 @@ from tritonnet import checks
 from tritonnet.kernels import linear_cross_entropy as kernels
 from tritonnet.triton_backend.common import check_operands
 from tritonnet.triton_backend.cross_entropy import cross_entropy_launch, launch_loss, loss_strides
-from tritonnet.triton_backend.launch import Kernel, Launch, Plan, Plans, dot_precision
+from tritonnet.triton_backend.launch import Kernel, Launch, dot_precision
+from tritonnet.triton_backend.plans import Plan, Plans
 from tritonnet.triton_backend.linear import check_vector, linear_forward
 
 FUSED = Kernel(

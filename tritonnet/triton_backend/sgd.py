@@ -10,7 +10,8 @@ import triton
 from tritonnet import checks
 from tritonnet.kernels import sgd as kernels
 from tritonnet.triton_backend.common import check_operands
-from tritonnet.triton_backend.launch import Kernel, Launch, Plans
+from tritonnet.triton_backend.launch import Kernel, Launch
+from tritonnet.triton_backend.plans import Plans
 
 SGD = Kernel(
     kernels.sgd_update_kernel,

@@ -8,7 +8,8 @@ import triton
 from tritonnet import checks
 from tritonnet.kernels import sigmoid as kernels
 from tritonnet.triton_backend.common import check_operands, output_strides
-from tritonnet.triton_backend.launch import Kernel, Launch, Plan, Plans
+from tritonnet.triton_backend.launch import Kernel, Launch
+from tritonnet.triton_backend.plans import Plan, Plans
 
 
 def _tiles(arguments: dict) -> tuple[int, int]:

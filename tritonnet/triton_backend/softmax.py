@@ -15,7 +15,8 @@ from tritonnet.kernels.softmax import (
     softmax_kernel,
 )
 from tritonnet.triton_backend.common import check_operands, output_strides
-from tritonnet.triton_backend.launch import Kernel, Launch, Plan, Plans
+from tritonnet.triton_backend.launch import Kernel, Launch
+from tritonnet.triton_backend.plans import Plan, Plans
 
 SOFTMAX = Kernel(softmax_kernel, lambda arguments: (triton.cdiv(arguments["rows"], arguments["BLOCK_ROWS"]),))
 
