@@ -318,3 +318,104 @@ def test_kernels_compile_with_fp_fusion_chosen(monkeypatch):
         parsed = make_backend(GPUTarget("cuda", 90, 32)).parse_options(options)
     assert parsed.enable_fp_fusion is True
     assert not [w for w in caught if "FP_FUSION" in str(w.message)]
+
+
+# --- on a GPU --------------------------------------------------------------------------
+
+requires_gpu = pytest.mark.skipif(
+    TEST_DEVICE != "cuda", reason="compiled kernels need a CUDA GPU and TRITON_INTERPRET unset"
+)
+
+
+def _every_operation(rows: int):
+    """(name, call, oracle) for every Triton operation on fresh CUDA tensors of one
+    launch key; `call()` runs the operation, `oracle()` the reference on the same
+    tensors, each returning a tuple of results."""
+    from tritonnet import triton_backend
+
+    def tensors():
+        x = torch.randn(rows, 128, device="cuda")
+        weight = torch.randn(512, 128, device="cuda").t() * 0.1  # nn.Linear's layout
+        bias = torch.randn(512, device="cuda")
+        labels = torch.randint(0, 10, (rows,), device="cuda")
+        wide_labels = torch.randint(0, 100, (rows,), device="cuda")
+        output = reference.linear_forward(x, weight, bias, "sigmoid")
+        return x, weight, bias, labels, wide_labels, output, torch.randn_like(output)
+
+    def cases(ops, x, weight, bias, labels, wide_labels, output, grad):
+        return {
+            "linear_forward": lambda: (ops.linear_forward(x, weight, bias, "sigmoid"),),
+            "linear_backward": lambda: ops.linear_backward(grad, x, weight, output, "sigmoid", 0.5),
+            "sigmoid": lambda: (ops.sigmoid_forward(x), ops.sigmoid_backward(x, output[:, :128].contiguous())),
+            "softmax": lambda: (ops.softmax(x),),
+            "cross_entropy": lambda: ops.cross_entropy(x[:, :10], labels),
+            "output_layer": lambda: ops.linear_cross_entropy(x, weight[:, :10], bias[:10], labels),
+            "wide_output_layer": lambda: ops.linear_cross_entropy(x, weight[:, :100], bias[:100], wide_labels),
+            "sgd_update": lambda: _stepped(ops, weight.contiguous(), bias.clone(), weight.contiguous(), bias),
+        }
+
+    return tensors, lambda inputs: cases(triton_backend, *inputs), lambda inputs: cases(reference, *inputs)
+
+
+@requires_gpu
+@pytest.mark.parametrize("fast", ["1", "0"], ids=["direct", "through-triton"])
+def test_every_operation_on_the_gpu_call_after_call(monkeypatch, fast):
+    """Three calls of one key (the first through Triton, the second the first
+    direct one, the third the steady state), new values each time, on a side
+    stream too: each matches the reference, and no call warns."""
+    from tritonnet.triton_backend import plans
+
+    monkeypatch.setenv("TRITONNET_FAST_LAUNCH", fast)
+    monkeypatch.setenv("TRITONNET_AUTOTUNE", "0")  # configs are test_gpu.py's subject
+    tensors, triton_cases, reference_cases = _every_operation(rows=96)
+    side_stream = torch.cuda.Stream()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for call in range(4):
+            inputs = tensors()
+            side_stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side_stream if call == 3 else torch.cuda.current_stream()):
+                results = {name: case() for name, case in triton_cases(inputs).items()}
+            torch.cuda.synchronize()
+            for name, case in reference_cases(inputs).items():
+                for got, expected in zip(results[name], case()):
+                    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4, msg=f"{name}, call {call}")
+    launches = [launch for ops in plans._ALL_PLANS for plan in ops.entries.values() for launch in _launches(plan)]
+    assert launches and all((launch.compiled is not None) == (fast == "1") for launch in launches)
+
+
+def _stepped(ops, weight, bias, grad_weight, grad_bias):
+    ops.sgd_update(weight, bias, grad_weight, grad_bias, 0.1)
+    return weight, bias
+
+
+def _launches(plan):
+    for value in vars(plan).values():
+        if hasattr(value, "grid") and hasattr(value, "compiled"):
+            yield value
+        elif hasattr(value, "cross_entropy"):  # the wide output layer's two steps
+            yield value.cross_entropy
+
+
+@requires_gpu
+def test_the_exercise_shapes_hit_this_gpus_tuned_table(monkeypatch):
+    """Where this GPU has a table (benchmarks/tune.py), the exercise's first call
+    does not autotune."""
+    from tritonnet.triton_backend import tuned
+
+    if not tuned.table_path(torch.cuda.get_device_name()).exists():
+        pytest.skip(f"no tuned table for {torch.cuda.get_device_name()} yet: benchmarks/tune.py writes it")
+    from tritonnet import triton_backend as ops
+
+    monkeypatch.delenv("TRITONNET_AUTOTUNE", raising=False)
+    _forbid_autotuning(monkeypatch)
+    hidden = torch.rand(64, 784, device="cuda")
+    for in_features, out_features in [(784, 512), (512, 128)]:  # what a training step launches
+        weight, bias = torch.randn(in_features, out_features, device="cuda"), torch.randn(out_features, device="cuda")
+        output = ops.linear_forward(hidden, weight, bias, "sigmoid")
+        ops.linear_backward_sgd(torch.randn_like(output), hidden, weight, bias, output, "sigmoid", 1 / 64, 0.1)
+        hidden = output
+    weight, bias = torch.randn(128, 10, device="cuda"), torch.randn(10, device="cuda")
+    _, _, grad = ops.linear_cross_entropy(hidden, weight, bias, torch.randint(0, 10, (64,), device="cuda"), 1 / 64)
+    ops.linear_backward_sgd(grad, hidden, weight, bias, None, "none", 1.0, 0.1)
+    torch.cuda.synchronize()
