@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check: on a machine with an NVIDIA GPU, the GPU tests, a 30-epoch training
-# run and the quick benchmarks, in under 8 minutes. Whenever a GPU is at hand, this
-# is what runs; its results are committed and what it finds failing is fixed.
+# The GPU check: on a machine with an NVIDIA GPU, the tuned table, the GPU tests, a
+# 30-epoch training run and the quick benchmarks, in under 8 minutes. Whenever a
+# GPU is at hand, this is what runs; its results are committed and what it finds
+# failing is fixed.
 #
 #   bash benchmarks/gpu_check.sh            # results into benchmarks/results/
 #   RESULTS_DIR=$OUT TRITONNET_DATA=.data TRITONNET_COMMIT=abc1234 bash benchmarks/gpu_check.sh
@@ -17,8 +18,9 @@
 # training run is skipped and the training benchmark uses random data.
 #
 # The steps run in order of what matters most, each under its own time limit, so a
-# slow step costs only its own results. The device tool brings back at most 8
-# files: the log, two test reports, four CSVs and the training history.
+# slow step costs only its own results. It writes ten files: the log, two test
+# reports, five CSVs, the training history and the tuned table
+# (tuned_<gpu>.json, to commit as kernels/tuned/<gpu>.json).
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,9 +54,9 @@ log="$results/gpu_check_${slug}.log"
 : >"$log"
 status=0
 
-# The steps to run, by name (default all but graphs): gpu_tests train bench op_tests
-# compile; graphs is a short check of the CUDA-graph training step alone.
-steps=" ${GPU_CHECK_STEPS:-gpu_tests train bench op_tests compile} "
+# The steps to run, by name (default all but graphs): tune gpu_tests train bench
+# op_tests compile; graphs is a short check of the CUDA-graph training step alone.
+steps=" ${GPU_CHECK_STEPS:-tune gpu_tests train bench op_tests compile} "
 wanted() { [[ $steps == *" $1 "* ]]; }
 
 # step LIMIT_SECONDS COMMAND...: one step, logged with its time and exit status.
@@ -74,9 +76,17 @@ echo "gpu_check on $device, commit $TRITONNET_COMMIT, run $TRITONNET_RUN_TIMESTA
 
 pytest=("$python" -m pytest -q -p no:cacheprovider -m "not slow" -rs --durations=15)
 
-# 1. The compiled, autotuned kernels at the exercise's shapes, ieee/tf32/bf16, and training.
+# 0. This GPU's tuned table at the GPU tests' batches, into the staged package, where
+# every later step reads it (their first calls then skip autotuning), and a copy to
+# the results. A run cut short keeps the batches it finished.
+if wanted tune; then
+    step 150 "$python" benchmarks/tune.py --quick
+    cp tritonnet/kernels/tuned/"$slug".json "$results/tuned_${slug}.json" 2>/dev/null
+fi
+
+# 1. The compiled, tuned kernels at the exercise's shapes, ieee/tf32/bf16, and training.
 if wanted gpu_tests; then
-    step 130 "${pytest[@]}" tests/test_gpu.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
+    step 130 "${pytest[@]}" tests/test_gpu.py tests/test_launch.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
 fi
 
 # The CUDA-graph training steps (one step, and many steps, per replay) against the
@@ -99,10 +109,12 @@ else
     echo "== training run skipped: TRITONNET_DATA is not set" | tee -a "$log"
 fi
 
-# 3. The quick benchmarks: every kernel at batches 1024, 4096 and 16384 in fp32 (ieee,
+# 3. The quick benchmarks: first the host cost per call of every operation against
+# its torch twin, then every kernel at batches 1024, 4096 and 16384 in fp32 (ieee,
 # TF32) and bf16, with short do_bench windows and no torch.compile rows (its
 # compiles take minutes: step 5 times the training step alone).
 if wanted bench; then
+    step 40 "$python" benchmarks/bench_launch.py --quick --results-dir "$results"
     fast="tritonnet,torch-eager,torch-mm"
     step 120 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
     step 30 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy

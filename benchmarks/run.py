@@ -3,14 +3,15 @@
 Each benchmark runs in a Python process of its own: a crash or a CUDA error in one
 does not stop the others, and each starts with empty torch.compile and autotuning
 caches. The kernel benchmarks print "skipped: needs CUDA" without a GPU; the
-training benchmark runs anywhere.
+training benchmark runs anywhere, and so does the launch benchmark (on a CPU,
+tritonnet's host overhead per call without the launch itself).
 
 `tritonnet bench` runs this file from the checkout it is started in. Its flags are
 defined in tritonnet/bench_flags.py, for both. Results and figures go to
 runs/bench/ under the current folder, unless --committed-results asks for the
 checkout's benchmarks/results/ and figures/.
 
-    python benchmarks/run.py [--quick | --smoke] [--benchmarks linear,softmax,output_layer,training]
+    python benchmarks/run.py [--quick | --smoke] [--benchmarks launch,linear,softmax,output_layer,training]
                              [--synthetic] [--results-dir DIR] [--figures-dir DIR] [--no-figures]
                              [--committed-results]
 """

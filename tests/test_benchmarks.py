@@ -99,7 +99,7 @@ def test_run_smoke_succeeds(smoke_run):
     assert smoke_run.exit_code == 0
 
 
-@pytest.mark.parametrize("benchmark", ["linear", "softmax", "output_layer", "training"])
+@pytest.mark.parametrize("benchmark", ["launch", "linear", "softmax", "output_layer", "training"])
 def test_rows_follow_the_schema_with_sane_numbers(smoke_run, benchmark):
     rows = smoke_run.rows(benchmark)
     assert rows, f"{benchmark}.csv has no rows"
@@ -125,6 +125,18 @@ def test_kernel_benchmarks_time_every_default_provider(smoke_run, benchmark, flo
     providers = {row["provider"] for row in smoke_run.rows(benchmark)}
     # A smoke run leaves torch.compile out (see kernel_common.kernel_providers).
     assert providers == {"tritonnet", "torch-eager", floor}
+
+
+def test_launch_times_every_operation_against_its_torch_twin(smoke_run):
+    rows = smoke_run.rows("launch")
+    # On a CPU, tritonnet's own host work with the launch left out; no twin to time.
+    providers = ["tritonnet", "torch"] if ON_GPU else ["tritonnet-host"]
+    for provider in providers:
+        operations = {row["mode"] for row in rows if row["provider"] == provider}
+        assert {"linear_forward sigmoid fp32", "linear_cross_entropy fp32", "sgd_update fp32"} <= operations
+        assert {"functional.linear_sigmoid forward+backward fp32"} <= operations
+    assert {row["provider"] for row in rows} == set(providers)
+    assert {row["metric"] for row in rows} == {"host_time"}
 
 
 def _rows_of_case(rows, row):

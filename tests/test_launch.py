@@ -25,9 +25,12 @@ FP32_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
 
 @pytest.fixture(autouse=True)
-def fresh_caches():
+def fresh_caches(monkeypatch):
+    """No plan, launch or table from another test; fixed configs, as in the
+    interpreter, unless a test chooses otherwise (autotuning is test_gpu.py's)."""
     from tritonnet.triton_backend import plans
 
+    monkeypatch.setenv("TRITONNET_AUTOTUNE", "0")
     plans.clear_caches()
     yield
     plans.clear_caches()
@@ -119,6 +122,13 @@ class StandInDriver:
         get_current_stream = staticmethod(lambda device: "stream")
 
 
+stand_in = pytest.mark.skipif(
+    TEST_DEVICE == "cuda",
+    reason="stands in for a GPU's compiled kernel; on a GPU the real one runs "
+    "(test_every_operation_on_the_gpu_call_after_call)",
+)
+
+
 def _stand_in_gpu(monkeypatch, refuse: bool = False) -> tuple[StandInCompiledKernel, list]:
     """Triton's launch of the sigmoid kernel returns a stand-in compiled kernel."""
     from tritonnet.kernels.sigmoid import sigmoid_forward_kernel
@@ -139,6 +149,7 @@ def _stand_in_gpu(monkeypatch, refuse: bool = False) -> tuple[StandInCompiledKer
     return compiled, through_triton
 
 
+@stand_in
 def test_later_calls_launch_the_compiled_kernel_directly(monkeypatch):
     from tritonnet.triton_backend import sigmoid_forward
 
@@ -153,6 +164,7 @@ def test_later_calls_launch_the_compiled_kernel_directly(monkeypatch):
     assert compiled.launches == [("stream", "function handle", "packed metadata", None)] * 2
 
 
+@stand_in
 def test_a_refused_direct_launch_falls_back_once_with_a_warning(monkeypatch):
     from tritonnet.triton_backend import sigmoid_forward
 
@@ -167,6 +179,7 @@ def test_a_refused_direct_launch_falls_back_once_with_a_warning(monkeypatch):
     assert len(through_triton) == 3
 
 
+@stand_in
 def test_fast_launch_off_keeps_tritons_launch(monkeypatch):
     from tritonnet.triton_backend import sigmoid_forward
 
@@ -366,7 +379,6 @@ def test_every_operation_on_the_gpu_call_after_call(monkeypatch, fast):
     from tritonnet.triton_backend import plans
 
     monkeypatch.setenv("TRITONNET_FAST_LAUNCH", fast)
-    monkeypatch.setenv("TRITONNET_AUTOTUNE", "0")  # configs are test_gpu.py's subject
     tensors, triton_cases, reference_cases = _every_operation(rows=96)
     side_stream = torch.cuda.Stream()
     with warnings.catch_warnings():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tritonnet import flags
 
-BENCHMARKS = ("linear", "softmax", "output_layer", "training")
+BENCHMARKS = ("launch", "linear", "softmax", "output_layer", "training")
 OUTPUT_DIR = Path("runs") / "bench"
 
 

@@ -126,3 +126,9 @@ def clear() -> None:
     """Forget the loaded tables and the recorded choices."""
     _tables.clear()
     _autotuned.clear()
+
+
+def ignore_table(name: str) -> None:
+    """Read no table for GPU `name` in this process, so that every launch key
+    autotunes (the tuning script, which must not take its old choices for new ones)."""
+    _tables[name] = {}
