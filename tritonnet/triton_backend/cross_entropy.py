@@ -69,12 +69,8 @@ _plans = Plans(_plan)
 
 
 def cross_entropy(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    scale: float = 1.0,
-    *,
-    out_probabilities: torch.Tensor | None = None,
-    out_grad_logits: torch.Tensor | None = None,
+    logits: torch.Tensor, target: torch.Tensor, scale: float = 1.0,
+    *, out_probabilities: torch.Tensor | None = None, out_grad_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Softmax and cross-entropy of logits `[M, N]` (any strides) against integer class
     indices target `[M]`: `(probabilities, loss, grad_logits)`.

@@ -6,13 +6,12 @@ from __future__ import annotations
 import torch
 import triton
 
-from tritonnet import checks
 from tritonnet.kernels import linear_cross_entropy as kernels
 from tritonnet.triton_backend.common import check_operands
 from tritonnet.triton_backend.cross_entropy import cross_entropy_launch, launch_loss, loss_strides
 from tritonnet.triton_backend.launch import Kernel, Launch, dot_precision
 from tritonnet.triton_backend.plans import Plan, Plans
-from tritonnet.triton_backend.linear import check_vector, linear_forward
+from tritonnet.triton_backend.linear import check_layer, linear_forward
 
 FUSED = Kernel(
     kernels.linear_cross_entropy_kernel,
@@ -41,12 +40,8 @@ class _Unfused:
 def _plan(
     x: object, weight: object, bias: object, target: object, out_probabilities: object, out_grad_logits: object, precision: str
 ) -> Plan:
-    x = checks.check_matrix("x", x)
-    rows, inner = x.shape
-    weight = checks.check_matrix("weight", weight, rows=inner)
-    classes = weight.shape[1]
-    if bias is not None:
-        bias = check_vector("bias", bias, classes)
+    x, weight, bias = check_layer(x, weight, bias)
+    (rows, inner), classes = x.shape, weight.shape[1]
     check_operands(x=x, weight=weight, bias=bias)
     strides = loss_strides("x", x, classes, target, out_probabilities, out_grad_logits)
     if classes <= kernels.FUSED_MAX_N:
@@ -68,14 +63,8 @@ _plans = Plans(_plan)
 
 
 def linear_cross_entropy(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    target: torch.Tensor,
-    scale: float = 1.0,
-    *,
-    out_probabilities: torch.Tensor | None = None,
-    out_grad_logits: torch.Tensor | None = None,
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor, scale: float = 1.0,
+    *, out_probabilities: torch.Tensor | None = None, out_grad_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The output layer with its softmax and cross-entropy: `(probabilities, loss, grad_logits)`.
 

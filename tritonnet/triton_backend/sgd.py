@@ -77,11 +77,7 @@ _plans = Plans(_plan)
 
 
 def sgd_update(
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    grad_weight: torch.Tensor,
-    grad_bias: torch.Tensor | None,
-    lr: float,
+    weight: torch.Tensor, bias: torch.Tensor | None, grad_weight: torch.Tensor, grad_bias: torch.Tensor | None, lr: float
 ) -> None:
     """Plain SGD in place, `weight -= lr * grad_weight` and `bias -= lr * grad_bias`, in one launch.
 
