@@ -94,6 +94,33 @@ def test_the_config_is_chosen_once(monkeypatch):
     assert plan.launch.tuning_key == "4x64 float32 aligned"
 
 
+def test_a_kernel_may_offer_configs_per_alignment_class():
+    """Tiles valid only on aligned operands go in a list of their own: the launch
+    picks by the operands' alignment, which its key holds."""
+    import triton
+
+    from tritonnet.kernels import sigmoid as kernels
+    from tritonnet.triton_backend import sigmoid
+    from tritonnet.triton_backend.launch import ALIGNED, UNALIGNED, Kernel, Launch
+
+    wide, narrow = triton.Config({"BLOCK_M": 16, "BLOCK_N": 64}), triton.Config({"BLOCK_M": 16, "BLOCK_N": 16})
+    kernel = Kernel(
+        kernels.sigmoid_forward_kernel,
+        sigmoid._tiles,
+        autotuned=kernels.sigmoid_forward_autotuned,
+        fixed={ALIGNED: wide, UNALIGNED: narrow},
+    )
+    aligned = torch.randn(20, 40, device=TEST_DEVICE)
+    four_bytes_on = torch.randn(20 * 40 + 1, device=TEST_DEVICE)[1:].view(20, 40)
+    odd_stride = torch.randn(20, 41, device=TEST_DEVICE)[:, :40]
+    for x, config, alignment in [(aligned, wide, ALIGNED), (four_bytes_on, narrow, UNALIGNED), (odd_stride, narrow, UNALIGNED)]:
+        out = torch.empty(20, 40, device=TEST_DEVICE)
+        launch = Launch(kernel)
+        launch(x, out, 20, 40, *x.stride(), *out.stride())
+        assert launch.config is config and launch.tuning_key.endswith(alignment)
+        torch.testing.assert_close(out, torch.sigmoid(x), **FP32_TOLERANCE)
+
+
 class StandInCompiledKernel:
     """What Triton's launch returns on a GPU, as far as the direct path uses it;
     its launcher runs the kernel in the interpreter from the arguments it gets."""

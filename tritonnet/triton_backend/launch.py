@@ -60,6 +60,7 @@ FLOAT32_PRECISION = {"highest": "ieee", "high": "tf32", "medium": "tf32"}
 
 ALIGNED, UNALIGNED = "aligned", "unaligned"
 
+
 def dot_precision(dtype: torch.dtype, matmul_precision: str) -> str:
     """The `input_precision` for a tl.dot on operands of `dtype`, given
     `torch.get_float32_matmul_precision()`."""
