@@ -76,11 +76,11 @@ echo "gpu_check on $device, commit $TRITONNET_COMMIT, run $TRITONNET_RUN_TIMESTA
 
 pytest=("$python" -m pytest -q -p no:cacheprovider -m "not slow" -rs --durations=15)
 
-# 0. This GPU's tuned table at the GPU tests' batches, into the staged package, where
-# every later step reads it (their first calls then skip autotuning), and a copy to
-# the results. A run cut short keeps the batches it finished.
+# 0. This GPU's tuned table at the batches the later steps run, into the staged
+# package, where they read it (their first calls then skip autotuning), and a copy
+# to the results. A run cut short keeps the batches it finished.
 if wanted tune; then
-    step 150 "$python" benchmarks/tune.py --quick
+    step 180 "$python" benchmarks/tune.py --quick
     cp tritonnet/kernels/tuned/"$slug".json "$results/tuned_${slug}.json" 2>/dev/null
 fi
 

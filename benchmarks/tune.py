@@ -10,8 +10,8 @@ short keeps what it tuned. Entries of other shapes stay.
 
     python benchmarks/tune.py [--quick] [--out DIR]
 
---quick tunes batches 64, 1024 and 4096 (the GPU tests' and quick benchmarks'
-batches). Needs CUDA; TRITONNET_AUTOTUNE=0 would tune nothing and is refused.
+--quick tunes batches 64, 1024, 4096 and 16384: those of the GPU tests, the
+training benchmark and the quick kernel benchmarks. Needs CUDA; TRITONNET_AUTOTUNE=0 would tune nothing and is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ LAYERS = ((784, 512), (512, 128))
 OUTPUT_LAYER = (128, 10)
 MODES = {"fp32-ieee": (torch.float32, "highest"), "fp32-tf32": (torch.float32, "high"), "bf16": (torch.bfloat16, "highest")}
 BATCHES = tuple(64 * 2**power for power in range(9))  # 64 to 16384
-QUICK_BATCHES = (64, 1024, 4096)
+QUICK_BATCHES = (64, 1024, 4096, 16384)
 
 
 def training_step(ops, batch: int, dtype: torch.dtype) -> None:

@@ -91,7 +91,8 @@ def test_the_config_is_chosen_once(monkeypatch):
     assert len(choices) == 1
     plan = _sigmoid_plans().entries[next(iter(_sigmoid_plans().entries))]
     assert plan.launch.source == "fixed" and plan.launch.grid == (1, 1, 1)
-    assert plan.launch.tuning_key == "4x64 float32 aligned"
+    # The shape class rounds up to powers of two; 3 rows are no multiple of 16.
+    assert plan.launch.tuning_key == "4x64 float32 unaligned"
 
 
 def test_a_kernel_may_offer_configs_per_alignment_class():
@@ -110,13 +111,13 @@ def test_a_kernel_may_offer_configs_per_alignment_class():
         autotuned=kernels.sigmoid_forward_autotuned,
         fixed={ALIGNED: wide, UNALIGNED: narrow},
     )
-    aligned = torch.randn(20, 40, device=TEST_DEVICE)
-    four_bytes_on = torch.randn(20 * 40 + 1, device=TEST_DEVICE)[1:].view(20, 40)
-    odd_stride = torch.randn(20, 41, device=TEST_DEVICE)[:, :40]
+    aligned = torch.randn(32, 48, device=TEST_DEVICE)
+    four_bytes_on = torch.randn(32 * 48 + 1, device=TEST_DEVICE)[1:].view(32, 48)
+    odd_stride = torch.randn(32, 49, device=TEST_DEVICE)[:, :48]
     for x, config, alignment in [(aligned, wide, ALIGNED), (four_bytes_on, narrow, UNALIGNED), (odd_stride, narrow, UNALIGNED)]:
-        out = torch.empty(20, 40, device=TEST_DEVICE)
+        out = torch.empty(32, 48, device=TEST_DEVICE)
         launch = Launch(kernel)
-        launch(x, out, 20, 40, *x.stride(), *out.stride())
+        launch(x, out, 32, 48, *x.stride(), *out.stride())
         assert launch.config is config and launch.tuning_key.endswith(alignment)
         torch.testing.assert_close(out, torch.sigmoid(x), **FP32_TOLERANCE)
 
@@ -255,19 +256,24 @@ def _forward_launch():
     return next(iter(linear._forward_plans.entries.values())).launch
 
 
-def _table_config():
-    """A candidate config of the forward kernel other than its fixed one."""
-    from tritonnet.kernels import linear_forward as kernels
+# An fp32 "ieee" dot runs on the CUDA cores: the forward's unaligned configs.
+TUNING_KEY = "8x8x16 ieee float32 unaligned"
 
-    fixed = kernels.LINEAR_FORWARD_INTERPRETER_CONFIG
-    return next(c for c in kernels.LINEAR_FORWARD_CONFIGS if c.kwargs != fixed.kwargs)
+
+def _table_config():
+    """A candidate config of the forward kernel (at TUNING_KEY) other than its fixed one."""
+    from tritonnet.kernels import linear_forward as kernels
+    from tritonnet.kernels.tiling import UNALIGNED
+
+    fixed = kernels.LINEAR_FORWARD_FIXED_CONFIGS[UNALIGNED]
+    return next(c for c in kernels.LINEAR_FORWARD_CONFIGS[UNALIGNED] if c.kwargs != fixed.kwargs)
 
 
 def test_a_tuned_table_hit_never_autotunes(monkeypatch, on_a_fake_gpu):
     from tritonnet.triton_backend import linear_forward, tuned
 
     config = _table_config()
-    table = {"linear_forward_kernel": {"8x8x16 ieee float32 aligned": config}}
+    table = {"linear_forward_kernel": {TUNING_KEY: config}}
     tuned.save(tuned.table_path(FAKE_GPU), FAKE_GPU, {(k, key): c for k, e in table.items() for key, c in e.items()})
     _forbid_autotuning(monkeypatch)
     x, weight, bias, expected = _linear_case()
@@ -312,7 +318,7 @@ def test_a_table_entry_that_is_no_candidate_is_ignored(monkeypatch, on_a_fake_gp
     from tritonnet.triton_backend import linear_forward, tuned
 
     dropped = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 1}, num_warps=1, num_stages=1)
-    tuned.save(tuned.table_path(FAKE_GPU), FAKE_GPU, {("linear_forward_kernel", "8x8x16 ieee float32 aligned"): dropped})
+    tuned.save(tuned.table_path(FAKE_GPU), FAKE_GPU, {("linear_forward_kernel", TUNING_KEY): dropped})
     _forbid_autotuning(monkeypatch)
     x, weight, bias, _ = _linear_case()
     with pytest.raises(AssertionError, match="the autotuner ran"):
@@ -324,9 +330,10 @@ def test_a_broken_table_is_ignored_with_a_warning(on_a_fake_gpu):
 
     tuned.table_path(FAKE_GPU).write_text("{not json")
     from tritonnet.kernels.linear_forward import linear_forward_autotuned
+    from tritonnet.kernels.tiling import UNALIGNED
 
     with pytest.warns(RuntimeWarning, match="ignoring the tuned table"):
-        config = tuned.lookup(FAKE_GPU, "linear_forward_kernel", "8x8x16 ieee float32 aligned", linear_forward_autotuned)
+        config = tuned.lookup(FAKE_GPU, "linear_forward_kernel", TUNING_KEY, linear_forward_autotuned[UNALIGNED])
     assert config is None
 
 

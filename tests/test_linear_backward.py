@@ -367,16 +367,19 @@ def forced_split(monkeypatch):
     the tests' small shapes, in the interpreter or on a GPU; yields the split
     count the launcher takes for a shape."""
     from tritonnet.kernels import linear_backward as kernels
+    from tritonnet.triton_backend import plans
     from tritonnet.triton_backend.weight_gradient import processors
 
     monkeypatch.setattr(kernels, "SPLIT_MIN_ROWS", 16)
     monkeypatch.setattr(kernels, "SPLIT_ROWS_MULTIPLE", 16)
+    plans.clear_caches()  # a plan splits or not once per launch key
 
     def split_count(rows, in_features, out_features):
         return kernels.weight_gradient_splits(rows, in_features, out_features, processors(torch.device(TEST_DEVICE)))[0]
 
     with use_backend("triton"):
         yield split_count
+    plans.clear_caches()
 
 
 @requires_triton
