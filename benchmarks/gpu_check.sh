@@ -18,9 +18,12 @@
 # training run is skipped and the training benchmark uses random data.
 #
 # The steps run in order of what matters most, each under its own time limit, so a
-# slow step costs only its own results. It writes ten files: the log, two test
-# reports, five CSVs, the training history and the tuned table
-# (tuned_<gpu>.json, to commit as kernels/tuned/<gpu>.json).
+# slow step costs only its own results. The default steps' limits add up to 7 min
+# 50 s; op_tests and compile are for a second run (GPU_CHECK_STEPS). It writes the
+# log, the test reports, five CSVs, the training history and the tuned table
+# (tuned_<gpu>.json, to commit as kernels/tuned/<gpu>.json); the device tool
+# brings back at most 8 files, so GPU_CHECK_PACK=1 packs all but the log into
+# one gpu_check_<gpu>_results.tar.gz (use it only with RESULTS_DIR=$OUT).
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,9 +57,10 @@ log="$results/gpu_check_${slug}.log"
 : >"$log"
 status=0
 
-# The steps to run, by name (default all but graphs): tune gpu_tests train bench
-# op_tests compile; graphs is a short check of the CUDA-graph training step alone.
-steps=" ${GPU_CHECK_STEPS:-tune gpu_tests train bench op_tests compile} "
+# The steps to run, by name (default: tune gpu_tests train bench, which fit 8
+# minutes): also op_tests, compile, and graphs, a short check of the CUDA-graph
+# training step alone.
+steps=" ${GPU_CHECK_STEPS:-tune gpu_tests train bench} "
 wanted() { [[ $steps == *" $1 "* ]]; }
 
 # step LIMIT_SECONDS COMMAND...: one step, logged with its time and exit status.
@@ -80,13 +84,13 @@ pytest=("$python" -m pytest -q -p no:cacheprovider -m "not slow" -rs --durations
 # package, where they read it (their first calls then skip autotuning), and a copy
 # to the results. A run cut short keeps the batches it finished.
 if wanted tune; then
-    step 180 "$python" benchmarks/tune.py --quick
+    step 60 "$python" benchmarks/tune.py --quick
     cp tritonnet/kernels/tuned/"$slug".json "$results/tuned_${slug}.json" 2>/dev/null
 fi
 
 # 1. The compiled, tuned kernels at the exercise's shapes, ieee/tf32/bf16, and training.
 if wanted gpu_tests; then
-    step 130 "${pytest[@]}" tests/test_gpu.py tests/test_launch.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
+    step 120 "${pytest[@]}" tests/test_gpu.py tests/test_launch.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
 fi
 
 # The CUDA-graph training steps (one step, and many steps, per replay) against the
@@ -102,7 +106,7 @@ fi
 if ! wanted train; then
     :
 elif [ -n "${TRITONNET_DATA:-}" ]; then
-    step 50 "$python" -m tritonnet train --dataset fashion-mnist --backend triton --device cuda \
+    step 45 "$python" -m tritonnet train --dataset fashion-mnist --backend triton --device cuda \
         --epochs 30 --no-progress --out "$stage/run"
     cp "$stage/run/history.json" "$results/gpu_check_${slug}_train_history.json" 2>/dev/null
 else
@@ -114,11 +118,11 @@ fi
 # TF32) and bf16, with short do_bench windows and no torch.compile rows (its
 # compiles take minutes: step 5 times the training step alone).
 if wanted bench; then
-    step 40 "$python" benchmarks/bench_launch.py --quick --results-dir "$results"
+    step 30 "$python" benchmarks/bench_launch.py --quick --results-dir "$results"
     fast="tritonnet,torch-eager,torch-mm"
-    step 120 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
-    step 30 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
-    step 40 "$python" benchmarks/bench_output_layer.py --quick --results-dir "$results" --providers "$fast"
+    step 80 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
+    step 20 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
+    step 25 "$python" benchmarks/bench_output_layer.py --quick --results-dir "$results" --providers "$fast"
     # The graphed providers add their GPU kernel time per step (one profiled epoch each).
     step 75 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
         --providers tritonnet,tritonnet-cuda-graph,tritonnet-epoch-graph,tritonnet-module,torch-eager,torch-cuda-graph,exercise-style
@@ -145,6 +149,10 @@ if wanted compile; then
         --providers torch-compile-max-autotune
 fi
 
-step 20 "$python" benchmarks/report.py --results-dir "$results"
+step 15 "$python" benchmarks/report.py --results-dir "$results"
+if [ "${GPU_CHECK_PACK:-0}" = 1 ]; then
+    (cd "$results" && files=$(find . -maxdepth 1 -type f ! -name "gpu_check_${slug}.log" ! -name '*.tar.gz' | sort) \
+        && [ -n "$files" ] && tar czf "gpu_check_${slug}_results.tar.gz" $files && rm -f $files)
+fi
 echo "gpu_check: done on $device, status $status; results in $results" | tee -a "$log"
 exit $status

@@ -80,3 +80,12 @@ def backend(request):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend():
+    """Each test starts on the backend the session started on: a test that selects
+    one with `set_backend` must not change what the tests after it run on."""
+    selected = tritonnet.get_backend()
+    yield
+    tritonnet.set_backend(selected)
