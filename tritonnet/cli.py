@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from tritonnet import __version__, flags
+from tritonnet import __version__, distributed, flags
 from tritonnet.backend import BACKENDS
 from tritonnet.interrupts import Interrupted, SignalGuard
 
@@ -178,16 +178,17 @@ def _run_train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from tritonnet.plots import plot_history
     from tritonnet.trainer import train
 
-    device = _device(args.device)
+    # Under torchrun, rank 0 alone holds --out and draws the figure (docs/distributed.md).
+    ranks, device = held.enter_context(distributed.start(_device(args.device)))
     _check_folders(args)
     dataset = _load_data(args)
     flags.check_batch_size(args.batch_size, len(dataset.train_images))
-    out = _hold_out(args, held)
+    out = _hold_out(args, held) if ranks.is_writer else Path(args.out)
     result = train(_config(args, args.lr), dataset, out, device=device, resume=args.resume,
-                   overwrite=args.overwrite, log=_log)
+                   overwrite=args.overwrite, log=_log, ranks=ranks)
     if result.interrupted:
         raise Interrupted(result.stop_signal)
-    if result.history:
+    if result.history and ranks.is_writer:
         figures = Path(args.figures_dir or out)
         path = plot_history(
             result.history,
@@ -211,6 +212,7 @@ def _run_sweep(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from tritonnet.plots import plot_sweep
     from tritonnet.trainer import train
 
+    distributed.refuse_under_torchrun("sweep", "under torchrun, run `train` once per learning rate")
     device = _device(args.device)
     _check_folders(args)
     dataset = _load_data(args)
@@ -304,12 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as stop:
         from tritonnet.stop_report import stop_report
 
-        print(f"tritonnet: {stop_report(args.command, args.out, argv)}", file=sys.stderr)
+        if distributed.writer_process():  # under torchrun, one line for the run
+            print(f"tritonnet: {stop_report(args.command, args.out, argv)}", file=sys.stderr)
         return 128 + stop.signum
     except flags.FlagError as error:
         parser.exit(2, f"{parser.prog} {args.command}: error: argument {error.flag}: {error}\n")
     except (RuntimeError, ValueError, OSError) as error:
-        print(f"tritonnet: error: {error}", file=sys.stderr)
+        print(f"tritonnet: error: {distributed.rank_label()}{error}", file=sys.stderr)
         return 1
 
 

@@ -43,10 +43,11 @@ class CheckpointKeeper:
     shielded from signals, and what it holds remembered, so that a message names
     a checkpoint only when one exists."""
 
-    def __init__(self, path: Path, fixed: dict[str, Any], signals: SignalGuard) -> None:
+    def __init__(self, path: Path, fixed: dict[str, Any], signals: SignalGuard, writes: bool = True) -> None:
         self.path = path
         self.fixed = fixed  # the run's settings and data record
         self.signals = signals
+        self.writes = writes  # False on the ranks of a data-parallel run but rank 0, which writes
         self.holds: str | None = None  # `describe_progress` of the file on disk
 
     def kept(self) -> str:
@@ -57,20 +58,22 @@ class CheckpointKeeper:
     def save(self, parameters: dict[str, torch.Tensor], epoch: int, step: int,
              shuffle_state: torch.Tensor, partial: dict[str, float], history: list) -> str:
         """Write the checkpoint unless the weights are not finite; then return why
-        it was not written, for the log."""
+        it was not written, for the log. A keeper that does not write (`writes`
+        False, on a rank other than 0) only notes what rank 0's file now holds."""
         if non_finite_weights(parameters):
             return f"the weights are not finite: {self.path} keeps {self.holds or 'nothing'}"
-        with self.signals.deferred():
-            save_checkpoint(self.path, {
-                **self.fixed,
-                "parameters": parameters,
-                "epoch": epoch,
-                "step": step,
-                "shuffle_state": shuffle_state,
-                "torch_rng_state": torch.get_rng_state(),
-                "partial": partial,
-                "history": history,
-            })
+        if self.writes:
+            with self.signals.deferred():
+                save_checkpoint(self.path, {
+                    **self.fixed,
+                    "parameters": parameters,
+                    "epoch": epoch,
+                    "step": step,
+                    "shuffle_state": shuffle_state,
+                    "torch_rng_state": torch.get_rng_state(),
+                    "partial": partial,
+                    "history": history,
+                })
         self.holds = describe_progress(epoch, step)
         return ""
 

@@ -86,31 +86,12 @@ class FusedStep:
 
     @torch.no_grad()  # the exercise API's step: tensors that require grad are read as plain ones
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        x, labels = checks.check_batch(x, labels, model.linears[0].weight, model.sizes[0], model.sizes[-1])
-        if labels.device.type == "cpu":
-            checks.check_label_range("labels", labels, model.sizes[-1])
+        x, labels = self._check(x, labels)
         ops = ops_for(x)
         rows = x.shape[0]
         workspace = self._workspace(rows)
-
-        hidden = x
-        for linear, sigmoid, out in zip(model.linears, model.sigmoids, workspace.activations):
-            linear.input = hidden
-            hidden = ops.linear_forward(hidden, linear.weight, linear.bias, "sigmoid", out=out)
-            sigmoid.output = hidden
-        output_layer = model.linears[-1]
-        output_layer.input = hidden
-        _, loss, grad = ops.linear_cross_entropy(
-            hidden,
-            output_layer.weight,
-            output_layer.bias,
-            labels,
-            1.0,
-            out_probabilities=workspace.probabilities,
-            out_grad_logits=workspace.grad_logits,
-        )
-
+        loss, grad = self._forward(ops, x, labels, workspace)
+        model = self.model
         activation, output = "none", None
         for index in reversed(range(len(model.linears))):
             linear = model.linears[index]
@@ -132,3 +113,33 @@ class FusedStep:
             if index > 0:
                 activation, output = "sigmoid", model.sigmoids[index - 1].output
         return loss
+
+    def _check(self, x: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.model
+        x, labels = checks.check_batch(x, labels, model.linears[0].weight, model.sizes[0], model.sizes[-1])
+        if labels.device.type == "cpu":
+            checks.check_label_range("labels", labels, model.sizes[-1])
+        return x, labels
+
+    def _forward(self, ops, x: torch.Tensor, labels: torch.Tensor, workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass and the loss: sets the layers' `input` and `output` as
+        `forward` does; returns the mean loss and the summed loss's gradient of
+        the logits, `p - onehot`."""
+        model = self.model
+        hidden = x
+        for linear, sigmoid, out in zip(model.linears, model.sigmoids, workspace.activations):
+            linear.input = hidden
+            hidden = ops.linear_forward(hidden, linear.weight, linear.bias, "sigmoid", out=out)
+            sigmoid.output = hidden
+        output_layer = model.linears[-1]
+        output_layer.input = hidden
+        _, loss, grad = ops.linear_cross_entropy(
+            hidden,
+            output_layer.weight,
+            output_layer.bias,
+            labels,
+            1.0,
+            out_probabilities=workspace.probabilities,
+            out_grad_logits=workspace.grad_logits,
+        )
+        return loss, grad

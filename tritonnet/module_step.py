@@ -26,11 +26,16 @@ class ModuleStep:
         model = self.model
         x, labels = model.check_batch(x, labels)
         model.optimizer.zero_grad()
-        loss = model.module.loss(x, labels)
-        loss.backward()
+        loss = self._backward(x, labels)
         if model.grad_scale != "batch":
             self._rescale_gradients(x.shape[0])
         model.optimizer.step()
+        return loss
+
+    def _backward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The batch's mean loss, detached, with its gradients in the parameters' `grad`."""
+        loss = self.model.module.loss(x, labels)
+        loss.backward()
         return loss.detach()
 
     def _rescale_gradients(self, rows: int) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tritonnet.checkpoint import CheckpointError, describe_progress, load_checkpoint
+from tritonnet.distributed import launched
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -38,6 +39,8 @@ def stop_report(command: str, out: str | Path, argv: Sequence[str]) -> str:
 def command_line(argv: Sequence[str], resume: bool) -> str:
     """The command as it was run, with `--resume` (and no `--overwrite`) or without it."""
     program = ["tritonnet"] if Path(sys.argv[0]).name == "tritonnet" else [sys.executable, "-m", "tritonnet"]
+    if launched():  # torchrun started the ranks: it starts them again, with its own flags
+        program = ["torchrun", "...", "-m", "tritonnet"]
     dropped = ("--resume", "--overwrite") if resume else ("--resume",)
     words = [word for word in argv if not any(_abbreviates(word, flag) for flag in dropped)]
     return shlex.join([*program, *words, *(["--resume"] if resume else [])])

@@ -31,6 +31,7 @@ Nothing a run trained is lost (docs/reliability.md):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ import torch
 
 from tritonnet.checkpoint import describe_progress, load_checkpoint
 from tritonnet.datasets import Dataset
+from tritonnet.distributed import SINGLE, Ranks
 from tritonnet.finite import CheckpointKeeper, check_step_losses, stop_if_non_finite
 from tritonnet.finite import NonFiniteLossError  # noqa: F401 (`train` raises it; importable from here)
 from tritonnet.history import write_history
@@ -149,6 +151,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    ranks: Ranks = SINGLE,
 ) -> RunResult:
     """Train on `dataset`, writing history and checkpoint under `out`.
 
@@ -156,32 +159,38 @@ def train(
     must come from the same settings and data) or `overwrite` (replace the run in
     it); it is locked against other runs meanwhile. Returns the history;
     `interrupted` is set when a signal stopped the run, after its checkpoint was
-    saved.
+    saved. `ranks`: this process's place in a data-parallel run
+    (docs/distributed.md); rank 0 alone holds the folder, logs and writes.
     """
     out = Path(out)
-    with claim_run_folder(out, resume=resume, overwrite=overwrite), SignalGuard(request_stop=True) as signals:
-        return _train(config, dataset, out, torch.device(device), resume, log, signals)
+    claim = claim_run_folder(out, resume=resume, overwrite=overwrite) if ranks.is_writer else contextlib.nullcontext()
+    with claim, SignalGuard(request_stop=True) as signals:
+        return _train(config, dataset, out, torch.device(device), resume, ranks.writer_log(log), signals, ranks)
 
 
 def _train(config: TrainConfig, dataset: Dataset, out: Path, device: torch.device, resume: bool,
-           log: Callable[[str], None], signals: SignalGuard) -> RunResult:
-    meta = {"dataset": dataset.name, "data_source": str(dataset.source), "config": config.describe()}
+           log: Callable[[str], None], signals: SignalGuard, ranks: Ranks) -> RunResult:
     data = data_record(dataset)
+    ranks.check_run(config, data, device, resume)
+    meta = {"dataset": dataset.name, "data_source": str(dataset.source), "config": config.describe(),
+            "world_size": ranks.world_size}
 
     torch.manual_seed(config.seed)
     model = build_model(config, device)
     train_images = dataset.train_images.to(device)
     train_labels = dataset.train_labels.to(device)
     steps = make_epoch_steps(
-        model, train_images, train_labels, config.batch_size, cuda_graph="auto" if config.cuda_graphs else False
+        model, train_images, train_labels, config.batch_size, cuda_graph="auto" if config.cuda_graphs else False,
+        ranks=ranks,
     )
     shuffle = torch.Generator(device=steps.order_device).manual_seed(config.seed)
-    fixed = {"config": meta["config"], "data": data, "shuffle_device": shuffle.device.type}
-    checkpoints = CheckpointKeeper(out / "checkpoint.pt", fixed, signals)
+    fixed = {"config": meta["config"], "data": data, "shuffle_device": shuffle.device.type,
+             "world_size": ranks.world_size}
+    checkpoints = CheckpointKeeper(out / "checkpoint.pt", fixed, signals, writes=ranks.is_writer)
     history: list[dict[str, float]] = []
     first_epoch, first_step, partial = 1, 0, {"loss_sum": 0.0, "seconds": 0.0}
     if resume:
-        state = load_checkpoint(checkpoints.path)
+        state = ranks.from_writer(lambda: load_checkpoint(checkpoints.path), "read the checkpoint")
         check_resumable(checkpoints.path, state, config.numerics(), data, shuffle.device.type)
         model.load_state_dict(state["parameters"])
         shuffle.set_state(state["shuffle_state"])
@@ -206,20 +215,21 @@ def _train(config: TrainConfig, dataset: Dataset, out: Path, device: torch.devic
         step_losses = torch.zeros(steps_per_epoch, dtype=torch.float64, device=device)
         loss_sum = partial["loss_sum"]
         seconds = partial["seconds"]
-        bar = _progress_bar(steps_per_epoch, epoch, config.epochs, config.progress, first_step)
+        bar = _progress_bar(steps_per_epoch, epoch, config.epochs, config.progress and ranks.is_writer, first_step)
         _synchronize(device)
         started = time.perf_counter()
-        step = first_step
+        step, stopping = first_step, None
         while step < steps_per_epoch:
             # To the next chunk boundary, so that a resumed run's chunks line up.
             count = min(steps_per_epoch, (step // steps.chunk_steps + 1) * steps.chunk_steps) - step
             steps.run(order, step, count, step_losses)
             step += count
             bar.update(count)
-            refresh = config.progress and step // PROGRESS_EVERY > (step - count) // PROGRESS_EVERY
-            if signals.requested or refresh or step == steps_per_epoch:
+            crossed = step // PROGRESS_EVERY > (step - count) // PROGRESS_EVERY
+            stopping = ranks.agree_to_stop(signals.requested, crossed or step == steps_per_epoch)
+            if stopping or (config.progress and crossed) or step == steps_per_epoch:
                 check_step_losses(step_losses, epoch, first_step, step, config.stop_on_nonfinite, settings, checkpoints)
-                if signals.requested:
+                if stopping:
                     break
                 bar.set_postfix(loss=f"{float(step_losses[step - 1]):.4f}")
         _synchronize(device)
@@ -229,14 +239,15 @@ def _train(config: TrainConfig, dataset: Dataset, out: Path, device: torch.devic
         loss_sum += float((step_losses[first_step:step].cpu() * rows_per_step[first_step:step]).sum())
         bar.close()
         parameters = model.state_dict()
-        if signals.requested:
+        if stopping:
             stop_if_non_finite(config.stop_on_nonfinite, parameters, {}, f"at epoch {epoch}, step {step}",
                                settings, checkpoints)
             note = checkpoints.save(parameters, epoch - 1, step, shuffle_state,
                                     {"loss_sum": loss_sum, "seconds": seconds}, history)
+            ranks.barrier()  # no rank ends before the checkpoint is written
             if note:
                 log(note)
-            result.stop_signal = signals.requested
+            result.stop_signal = stopping
             return result
         test_loss, test_accuracy = evaluate(model, test_images, test_labels)
         record = {
@@ -252,12 +263,12 @@ def _train(config: TrainConfig, dataset: Dataset, out: Path, device: torch.devic
         first_step, partial = 0, {"loss_sum": 0.0, "seconds": 0.0}
         with signals.deferred():
             note = checkpoints.save(parameters, epoch, 0, shuffle.get_state(), partial, history)
-            write_history(out, history, meta)
+            ranks.write(lambda: write_history(out, history, meta))
         log(
             f"epoch {epoch:3d}  train loss {record['train_loss']:.4f}  test loss {test_loss:.4f}  "
             f"test accuracy {test_accuracy:.4f}  ({seconds:.2f} s)" + (f"  ({note})" if note else "")
         )
-        if signals.requested:
-            result.stop_signal = signals.requested
+        result.stop_signal = ranks.agree_to_stop(signals.requested, True)
+        if result.stop_signal:
             return result
     return result
