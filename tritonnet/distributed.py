@@ -77,11 +77,12 @@ class Ranks:
         """`log` on rank 0; elsewhere a log that says nothing, so a line prints once."""
         return log if self.is_writer else _silent
 
-    def write(self, writer: Callable[..., None], *arguments: Any) -> None:
-        """`writer(*arguments)` on rank 0 alone; every rank waits until it is done,
-        so none goes on while a file of the run is being written."""
+    def write(self, *writers: Callable[[], None]) -> None:
+        """Each of `writers` called on rank 0 alone; then every rank waits until
+        rank 0 is done, so none goes on while a file of the run is being written."""
         if self.is_writer:
-            writer(*arguments)
+            for writer in writers:
+                writer()
         self.barrier()
 
     def agree_to_stop(self, requested: int | None, at_boundary: bool) -> int | None:
@@ -134,8 +135,8 @@ class Ranks:
 
     def from_writer(self, action: Callable[[], T], what: str) -> T:
         """`action()` run on rank 0 alone and its result sent to every rank (it
-        must pickle); an error it raises is raised on every rank. `what` says
-        what it did, for the other ranks' message."""
+        must pickle). An error it raises is raised on rank 0, and on the others
+        as a RuntimeError that says it (`what` says what rank 0 was doing)."""
         if not self.joined:
             return action()
         box: list[Any] = [None]
@@ -143,7 +144,7 @@ class Ranks:
         if self.is_writer:
             try:
                 box[0] = ("value", action())
-            except (RuntimeError, ValueError, OSError) as error:
+            except Exception as error:  # whatever it is, the other ranks must hear of it
                 failure, box[0] = error, ("error", str(error))
         with _collective(f"rank 0's broadcast (to {what})"):
             torch.distributed.broadcast_object_list(box, src=0)
@@ -170,7 +171,7 @@ def _collective(what: str) -> Iterator[None]:
     except RuntimeError as error:
         raise RankLostError(
             f"{what} failed: another rank has stopped or cannot be reached (torchrun's report "
-            f"names the rank that failed first). The last checkpoint is kept. ({error})"
+            f"names the rank that failed first). ({error})"
         ) from error
 
 
