@@ -9,6 +9,7 @@
 #   GPU_CHECK_DRY_RUN=1 PYTHON=$PWD/.venv/bin/python RESULTS_DIR=/tmp/check bash benchmarks/gpu_check.sh
 #   GPU_CHECK_STEPS="bench op_tests" bash benchmarks/gpu_check.sh   # a rerun of some steps
 #   GPU_CHECK_STEPS="graphs train" ...   # the CUDA-graph step alone: about 3 minutes
+#   GPU_CHECK_STEPS=distributed ...       # torchrun on NCCL, one rank: about 2 minutes
 #
 # It needs python3 with torch (CUDA), triton, numpy, matplotlib, tqdm, pytest and
 # hypothesis, and installs nothing: GPU machines may have no network. tritonnet is
@@ -58,8 +59,8 @@ log="$results/gpu_check_${slug}.log"
 status=0
 
 # The steps to run, by name (default: tune gpu_tests train bench, which fit 8
-# minutes): also op_tests, compile, and graphs, a short check of the CUDA-graph
-# training step alone.
+# minutes): also op_tests, compile, graphs, a short check of the CUDA-graph
+# training step alone, and distributed, torchrun with one NCCL rank.
 steps=" ${GPU_CHECK_STEPS:-tune gpu_tests train bench} "
 wanted() { [[ $steps == *" $1 "* ]]; }
 
@@ -111,6 +112,28 @@ elif [ -n "${TRITONNET_DATA:-}" ]; then
     cp "$stage/run/history.json" "$results/gpu_check_${slug}_train_history.json" 2>/dev/null
 else
     echo "== training run skipped: TRITONNET_DATA is not set" | tee -a "$log"
+fi
+
+# 2b. Data-parallel on NCCL: torchrun with one rank, the step and its all-reduce
+# replayed from a CUDA graph, against the one-process run of the same epoch.
+if ! wanted distributed; then
+    :
+elif [ -n "${TRITONNET_DATA:-}" ]; then
+    epoch=(train --dataset fashion-mnist --backend triton --device cuda --epochs 1 --no-progress)
+    step 45 "$python" -m tritonnet "${epoch[@]}" --out "$stage/run_one"
+    step 45 "$python" -m torch.distributed.run --standalone --nproc_per_node=1 -m tritonnet "${epoch[@]}" \
+        --out "$stage/run_nccl"
+    step 15 "$python" - "$stage/run_one" "$stage/run_nccl" <<'PYTHON'
+import json, sys, torch
+one, nccl = (torch.load(f"{run}/checkpoint.pt", weights_only=True) for run in sys.argv[1:])
+history = json.load(open(f"{sys.argv[2]}/history.json"))
+gap = max((one["parameters"][k] - nccl["parameters"][k]).abs().max().item() for k in one["parameters"])
+accuracy = [run["history"][-1]["test_accuracy"] for run in (one, nccl)]
+print(f"world size {history['world_size']}; largest weight difference {gap:.3g}; test accuracy {accuracy}")
+sys.exit(0 if history["world_size"] == 1 and gap < 1e-3 and abs(accuracy[0] - accuracy[1]) < 5e-3 else 1)
+PYTHON
+else
+    echo "== data-parallel run skipped: TRITONNET_DATA is not set" | tee -a "$log"
 fi
 
 # 3. The quick benchmarks: first the host cost per call of every operation against

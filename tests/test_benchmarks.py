@@ -101,11 +101,22 @@ def test_run_smoke_succeeds(smoke_run):
 
 @pytest.mark.parametrize("benchmark", ["launch", "linear", "softmax", "output_layer", "training"])
 def test_rows_follow_the_schema_with_sane_numbers(smoke_run, benchmark):
-    rows = smoke_run.rows(benchmark)
+    assert_sane_rows(smoke_run.rows(benchmark), benchmark, torch.device("cuda" if ON_GPU else "cpu"))
+
+
+def test_data_parallel_benchmark_times_every_exchange(tmp_path):
+    result = run_script("bench_data_parallel", "--smoke", "--results-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    columns, rows = read_csv(tmp_path / "data_parallel.csv")
+    assert columns == harness.RESULT_COLUMNS
+    assert_sane_rows(rows, "data_parallel", torch.device("cpu"))
+    assert {row["provider"] for row in rows} == {"bucket", "per-layer-overlap", "barrier-only"}
+
+
+def assert_sane_rows(rows: list[dict[str, str]], benchmark: str, device: torch.device) -> None:
     assert rows, f"{benchmark}.csv has no rows"
     # One run: one timestamp, one device, the machine this test runs on.
     assert {row["timestamp"] for row in rows} == {rows[0]["timestamp"]}
-    device = torch.device("cuda" if ON_GPU else "cpu")
     assert {row["device"] for row in rows} == {harness.device_name(device)}
     assert {row["torch"] for row in rows} == {torch.__version__}
     for row in rows:

@@ -10,11 +10,13 @@ shard, then each layer's `linear_backward` with the *global* batch's
 `grad_scale` factor. The factor is linear, so the ranks' scaled local gradients
 sum to the one-process gradient. Every layer's weight and bias gradients are
 written into one flat bucket, with the rank's share of the mean loss at its end,
-and one all-reduce sums the bucket; then `sgd_update` runs on every layer. One
-bucket per step measured faster on gloo than an all-reduce per layer overlapped
-with the backward (docs/distributed.md). Every rank ends the step with the same
-weights: the sums are the same on every rank and the update is the same
-element-wise operation.
+and one all-reduce sums the bucket; then `sgd_update` runs on every layer. At the
+exercise's batch of 64 one bucket measured faster on gloo than an all-reduce per
+layer overlapped with the backward, which has little to hide behind: the first
+layer holds 86% of the gradients and its backward comes last
+(benchmarks/bench_data_parallel.py, docs/distributed.md). Every rank ends the
+step with the same weights: the sums are the same on every rank and the update
+is the same element-wise operation.
 
 `DataParallelModuleStep`, the nn.Module twin's, runs `tritonnet.nn.MLP` under
 `torch.nn.parallel.DistributedDataParallel`, which averages the ranks'
