@@ -37,6 +37,7 @@ from tritonnet.layers import gradient_scale
 
 WORLD_SIZE = 2
 PROVIDERS = ["bucket", "per-layer-overlap", "barrier-only"]
+MODE = f"gloo {WORLD_SIZE} ranks, 1 thread each"
 
 
 class PerLayerOverlapStep(DataParallelStep):
@@ -109,7 +110,8 @@ def rank_main(rank: int, store: str, arguments, providers: list[str], folder: Pa
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=store, rank=rank, world_size=WORLD_SIZE)
     batch_sizes, warmup, repeats = cases(arguments.quick, arguments.smoke)
-    writer = ResultWriter("data_parallel", folder, Environment.detect(torch.device("cpu"))) if rank == 0 else None
+    environment = Environment.detect(torch.device("cpu"))
+    writer = ResultWriter("data_parallel", folder, environment) if rank == 0 else None
     try:
         with use_backend("reference"):
             for batch in batch_sizes:
@@ -119,13 +121,12 @@ def rank_main(rank: int, store: str, arguments, providers: list[str], folder: Pa
                 steps = {name: make_step(name, rank) for name in providers}
                 calls = {name: (lambda step=step: step(x, labels)) for name, step in steps.items()}
                 if "barrier-only" in calls:
-                    calls["barrier-only"] = lambda step=steps["barrier-only"]: (step(x, labels), torch.distributed.barrier())
+                    only = steps["barrier-only"]
+                    calls["barrier-only"] = lambda: (only(x, labels), torch.distributed.barrier())
                 seconds = time_in_turns(calls, torch.device("cpu"), warmup, repeats)
                 check_same_weights(steps)
-                for name in providers:
-                    if writer is not None:
-                        mode = f"gloo {WORLD_SIZE} ranks, 1 thread each"
-                        writer.add(name, mode, "batch", batch, "step_time", "ms", seconds[name].scaled(1e3))
+                for name in providers if writer is not None else []:
+                    writer.add(name, MODE, "batch", batch, "step_time", "ms", seconds[name].scaled(1e3))
     finally:
         torch.distributed.destroy_process_group()
 

@@ -6,13 +6,14 @@ Rank 0 writes a checkpoint per case into OUT/<case>: each API with each
 grad_scale, trained with `tritonnet.trainer.train` on a Fashion-MNIST subset
 whose last batch of the epoch has one row, so one rank's shard of it is empty.
 The parent test trains the same cases in one process and compares the weights.
-Then every rank checks that a setting given to one rank only is refused, and
-that an error on rank 0 reaches the others, and writes what it saw into
-OUT/rank<r>.json.
+Then every rank checks that a setting given to one rank only is refused, as is
+a batch smaller than the world, and that an error on rank 0 reaches the others,
+and writes what it saw into OUT/rank<r>.json.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -56,8 +57,10 @@ def main(out: Path) -> None:
     with distributed.start(torch.device("cpu")) as (ranks, device):
         for name, config in CASES.items():
             train(config, dataset, out / name, device=device, log=lambda message: None, ranks=ranks)
+        small = dataclasses.replace(CASES["exercise-batch"], batch_size=1)
         seen = {
             "settings": error_of(lambda: ranks.check_same({"lr": 0.1 * (ranks.rank + 1), "seed": 1})),
+            "small_batch": error_of(lambda: ranks.check_run(small, dataset, device, resume=False)),
             "from_writer": error_of(
                 lambda: ranks.from_writer(lambda: (out / "absent.txt").read_text(), "read absent.txt")
             ),

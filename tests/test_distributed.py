@@ -57,7 +57,9 @@ def test_shards_split_every_batch_into_contiguous_disjoint_rows():
             assert max(sizes) - min(sizes) <= 1
 
 
-def test_one_process_needs_no_group():
+def test_one_process_needs_no_group(monkeypatch):
+    for name in distributed.LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     assert not distributed.launched() and distributed.rank_label() == ""
     tensor = torch.arange(3.0)
     assert SINGLE.all_reduce(tensor) is tensor and torch.equal(tensor, torch.arange(3.0))
@@ -69,7 +71,8 @@ def test_one_process_needs_no_group():
 @pytest.mark.parametrize("text", ["soon", "0", "-5", "nan", "inf"])
 def test_a_bad_timeout_is_named(monkeypatch, text):
     monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, text)
-    with pytest.raises(ValueError, match=f"TRITONNET_DIST_TIMEOUT must be a positive number of seconds, got '{text}'"):
+    expected = f"TRITONNET_DIST_TIMEOUT must be a positive number of seconds, got '{text}'"
+    with pytest.raises(ValueError, match=expected):
         distributed.timeout()
 
 
@@ -84,6 +87,16 @@ def test_errors_name_the_rank_under_torchrun(monkeypatch):
     for name, value in (("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "1")):
         monkeypatch.setenv(name, value)
     assert distributed.launched() and distributed.rank_label() == "rank 3 of 4: "
+
+
+def test_sweep_says_it_runs_in_one_process(monkeypatch, tmp_path, capsys):
+    from tritonnet.cli import main
+
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    with use_backend("auto"):
+        assert main(["sweep", "--epochs", "1", "--out", str(tmp_path)]) == 1
+    assert "tritonnet: error: rank 0 of 2: sweep runs in one process" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -202,6 +215,7 @@ def test_two_ranks_train_as_one_process_does(tmp_path):
     seen = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for rank in (0, 1):
         assert "different settings: lr: 0.1 on rank 0, 0.2 on rank 1" in seen[rank]["settings"]
+        assert "the batch size 1 is smaller than the world size 2" in seen[rank]["small_batch"]
     assert "absent.txt" in seen[0]["from_writer"]
     assert seen[1]["from_writer"].startswith("rank 0 could not read absent.txt: ")
 
@@ -256,14 +270,14 @@ def test_a_killed_rank_stops_the_run_and_resume_ends_where_one_process_does(tmp_
     assert state["world_size"] == 2 and 1 <= epochs < 200
     assert json.loads((run / "history.json").read_text())["world_size"] == 2
     dataset = load_dataset("fashion-mnist", limit_train=TRAIN_ROWS, limit_test=100, download=False)
-    alone = tmp_path / "one"
-    assert_same_parameters(state["parameters"], one_process(dataset, alone, epochs))
+    assert_same_parameters(state["parameters"], one_process(dataset, tmp_path / "one", epochs))
 
     shutil.copytree(run, tmp_path / "resumed-alone")
     resumed = torchrun(cli_train(run, epochs + 1, "--resume"))
     output = finish(resumed)
     assert resumed.returncode == 0, output
-    expected = one_process(dataset, alone, epochs + 1, resume=True)
+    expected = one_process(dataset, tmp_path / "uninterrupted", epochs + 1)
     assert_same_parameters(load_checkpoint(run / "checkpoint.pt")["parameters"], expected)
     # Another world size resumes too: one process from the two ranks' checkpoint.
-    assert_same_parameters(one_process(dataset, tmp_path / "resumed-alone", epochs + 1, resume=True), expected)
+    alone = one_process(dataset, tmp_path / "resumed-alone", epochs + 1, resume=True)
+    assert_same_parameters(alone, expected)
