@@ -266,7 +266,11 @@ def start(device: torch.device) -> Iterator[tuple[Ranks, torch.device]]:
         torch.distributed.init_process_group("nccl", timeout=wait, device_id=device)
     else:
         torch.distributed.init_process_group("gloo", timeout=wait)
+    ranks = Ranks(rank, world_size, device, joined=True)
     try:
-        yield Ranks(rank, world_size, device, joined=True), device
+        yield ranks, device
+        # After a run that ended well, the ranks leave together: none closes its
+        # connections while another may still be reading from them.
+        ranks.barrier()
     finally:
         torch.distributed.destroy_process_group()
