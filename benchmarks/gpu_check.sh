@@ -9,7 +9,7 @@
 #   GPU_CHECK_DRY_RUN=1 PYTHON=$PWD/.venv/bin/python RESULTS_DIR=/tmp/check bash benchmarks/gpu_check.sh
 #   GPU_CHECK_STEPS="bench op_tests" bash benchmarks/gpu_check.sh   # a rerun of some steps
 #   GPU_CHECK_STEPS="graphs train" ...   # the CUDA-graph step alone: about 3 minutes
-#   GPU_CHECK_STEPS=distributed ...       # torchrun on NCCL, one rank: about 2 minutes
+#   GPU_CHECK_STEPS=distributed ...       # torchrun on NCCL, one rank: under 2 minutes
 #
 # It needs python3 with torch (CUDA), triton, numpy, matplotlib, tqdm, pytest and
 # hypothesis, and installs nothing: GPU machines may have no network. tritonnet is
