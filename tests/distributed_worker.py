@@ -23,6 +23,7 @@ import torch
 from tritonnet import distributed
 from tritonnet.backend import set_backend
 from tritonnet.datasets import load_dataset
+from tritonnet.resume import data_record
 from tritonnet.trainer import TrainConfig
 
 # Three full batches of 64 and one of a single row.
@@ -60,7 +61,7 @@ def main(out: Path) -> None:
         small = dataclasses.replace(CASES["exercise-batch"], batch_size=1)
         seen = {
             "settings": error_of(lambda: ranks.check_same({"lr": 0.1 * (ranks.rank + 1), "seed": 1})),
-            "small_batch": error_of(lambda: ranks.check_run(small, dataset, device, resume=False)),
+            "small_batch": error_of(lambda: ranks.check_run(small, data_record(dataset), device, resume=False)),
             "from_writer": error_of(
                 lambda: ranks.from_writer(lambda: (out / "absent.txt").read_text(), "read absent.txt")
             ),

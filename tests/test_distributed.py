@@ -63,7 +63,7 @@ def test_one_process_needs_no_group(monkeypatch):
     assert not distributed.launched() and distributed.rank_label() == ""
     tensor = torch.arange(3.0)
     assert SINGLE.all_reduce(tensor) is tensor and torch.equal(tensor, torch.arange(3.0))
-    assert SINGLE.agree_to_stop(True, at_boundary=False) and not SINGLE.agree_to_stop(False, True)
+    assert SINGLE.agree_to_stop(2, at_boundary=False) == 2 and SINGLE.agree_to_stop(None, True) is None
     assert SINGLE.from_writer(lambda: 7, "count") == 7
     assert SINGLE.writer_log(print) is print and SINGLE.label() == ""
 
@@ -96,7 +96,7 @@ def test_sweep_says_it_runs_in_one_process(monkeypatch, tmp_path, capsys):
         monkeypatch.setenv(name, value)
     with use_backend("auto"):
         assert main(["sweep", "--epochs", "1", "--out", str(tmp_path)]) == 1
-    assert "tritonnet: error: rank 0 of 2: sweep runs in one process" in capsys.readouterr().err
+    assert "tritonnet: error: rank 0 of 2: sweep runs in one process, not under torchrun" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -235,8 +235,8 @@ def rank_process(torchrun_pid: int, rank: int) -> int:
     raise LookupError(f"no worker of rank {rank} under torchrun {torchrun_pid}")
 
 
-def cli_train(out: Path, epochs: int, *extra: str) -> list[str]:
-    return ["-m", "tritonnet", "train", "--dataset", "fashion-mnist", "--limit-train", str(TRAIN_ROWS),
+def cli_train(out: Path, epochs: int, *extra: str, rows: int = TRAIN_ROWS) -> list[str]:
+    return ["-m", "tritonnet", "train", "--dataset", "fashion-mnist", "--limit-train", str(rows),
             "--limit-test", "100", "--batch-size", "64", "--lr", "0.5", "--epochs", str(epochs),
             "--backend", "reference", "--device", "cpu", "--no-progress", "--out", str(out), *extra]
 
@@ -249,15 +249,19 @@ def one_process(dataset, out: Path, epochs: int, resume: bool = False) -> dict:
     return load_checkpoint(out / "checkpoint.pt")["parameters"]
 
 
-@needs_fashion
-def test_a_killed_rank_stops_the_run_and_resume_ends_where_one_process_does(tmp_path):
-    run = tmp_path / "run"
-    process = torchrun(cli_train(run, 200))
+def wait_for_checkpoint(run: Path, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 300
     while not (run / "checkpoint.pt").is_file():
         assert process.poll() is None, finish(process)
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.05)
+
+
+@needs_fashion
+def test_a_killed_rank_stops_the_run_and_resume_ends_where_one_process_does(tmp_path):
+    run = tmp_path / "run"
+    process = torchrun(cli_train(run, 200))
+    wait_for_checkpoint(run, process)
     os.kill(rank_process(process.pid, 1), signal.SIGKILL)
     output = finish(process)
     assert process.returncode != 0, "the run should stop when a rank dies"
@@ -281,3 +285,23 @@ def test_a_killed_rank_stops_the_run_and_resume_ends_where_one_process_does(tmp_
     # Another world size resumes too: one process from the two ranks' checkpoint.
     alone = one_process(dataset, tmp_path / "resumed-alone", epochs + 1, resume=True)
     assert_same_parameters(alone, expected)
+
+
+@needs_fashion
+def test_ctrl_c_on_one_rank_stops_every_rank_at_one_step(tmp_path):
+    rows = 6400  # 100 steps an epoch: the ranks agree to stop at step 50 or 100
+    run = tmp_path / "run"
+    process = torchrun(cli_train(run, 200, rows=rows))
+    wait_for_checkpoint(run, process)
+    os.kill(rank_process(process.pid, 1), signal.SIGINT)
+    output = finish(process)
+    assert "another rank has stopped" not in output, output
+    assert output.count("tritonnet: interrupted: ") == 1, output  # rank 0 alone says what is saved
+    assert "resume with: torchrun ... -m tritonnet train " in output
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["step"] in (0, 50, 100), "the ranks stop where they agreed to"
+
+    dataset = load_dataset("fashion-mnist", limit_train=rows, limit_test=100, download=False)
+    epochs = state["epoch"] + 1
+    resumed = one_process(dataset, run, epochs, resume=True)
+    assert_same_parameters(resumed, one_process(dataset, tmp_path / "uninterrupted", epochs))
