@@ -127,8 +127,14 @@ class DataParallelModuleStep(ModuleStep):
         super().__init__(model)
         self.ranks = ranks
         device = model.device
+        # A group of its own: DistributedDataParallel keeps its group alive past
+        # destroy_process_group (torch 2.13), and a gloo group alive at exit may
+        # abort the process when one of its threads wants Python then. The default
+        # group, whose collectives pass Python's tensors, is then freed as it should be.
         self.parallel = nn.parallel.DistributedDataParallel(
-            _ShardLoss(model.module), device_ids=[device] if device.type == "cuda" else None
+            _ShardLoss(model.module),
+            device_ids=[device] if device.type == "cuda" else None,
+            process_group=torch.distributed.new_group(),
         )
 
     def _backward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
