@@ -252,6 +252,7 @@ def _run_sweep(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
 def _run_info() -> int:
     import torch
 
+    from tritonnet import rocm
     from tritonnet.backend import interpreter_enabled, resolve_backend, triton_available
 
     print(f"tritonnet {__import__('tritonnet').__version__}")
@@ -263,7 +264,12 @@ def _run_info() -> int:
     else:
         print("triton not installed")
     if torch.cuda.is_available():
-        print(f"cuda device: {torch.cuda.get_device_name()} (capability {torch.cuda.get_device_capability()})")
+        # On a ROCm build torch.cuda answers for the AMD GPU, named by its architecture.
+        if rocm.hip_version():
+            details = f"ROCm, HIP {rocm.hip_version()}, {rocm.architecture()}"
+        else:
+            details = f"capability {torch.cuda.get_device_capability()}"
+        print(f"cuda device: {torch.cuda.get_device_name()} ({details})")
         device = torch.device("cuda")
     else:
         print("cuda device: none")

@@ -42,6 +42,7 @@ import triton
 from triton import knobs
 from triton.runtime import driver
 
+from tritonnet import rocm
 from tritonnet.environment import interpreter_enabled
 from tritonnet.kernels.tiling import ALIGNED, UNALIGNED
 from tritonnet.triton_backend import alignment, tuned
@@ -56,6 +57,7 @@ COMPILE_OPTIONS = {"enable_fp_fusion": True}
 # cores, as torch's own fp32 matmuls on CUDA do under those settings (torch's
 # "medium" would also allow bf16 products; TF32 is the closer and safer choice).
 # fp16 and bf16 operands use their own tensor-core path; the setting does not apply.
+# AMD GPUs without TF32 (gfx90a) run "ieee" instead (tritonnet.rocm.tf32_dots).
 FLOAT32_PRECISION = {"highest": "ieee", "high": "tf32", "medium": "tf32"}
 
 ALIGNED, UNALIGNED = "aligned", "unaligned"
@@ -64,7 +66,12 @@ ALIGNED, UNALIGNED = "aligned", "unaligned"
 def dot_precision(dtype: torch.dtype, matmul_precision: str) -> str:
     """The `input_precision` for a tl.dot on operands of `dtype`, given
     `torch.get_float32_matmul_precision()`."""
-    return FLOAT32_PRECISION[matmul_precision] if dtype == torch.float32 else "ieee"
+    if dtype == torch.float32:
+        precision = FLOAT32_PRECISION[matmul_precision]
+        if precision == "tf32" and not interpreter_enabled() and not rocm.tf32_dots():
+            return "ieee"
+        return precision
+    return "ieee"
 
 
 def fixed_configs() -> bool:
