@@ -47,6 +47,7 @@ order the programs finish in. The launcher decides the split
 import triton
 import triton.language as tl
 
+from tritonnet.kernels.targets import autotune_per_target
 from tritonnet.kernels.tiling import ALIGNED, UNALIGNED, grouped_tile
 
 # Tiles for each alignment class (tiling.ALIGNED, UNALIGNED); every config
@@ -77,6 +78,18 @@ LINEAR_BACKWARD_INPUT_CONFIGS = {
     ALIGNED: LINEAR_BACKWARD_INPUT_ALIGNED_CONFIGS,
     UNALIGNED: LINEAR_BACKWARD_INPUT_UNALIGNED_CONFIGS,
 }
+# On AMD (kernels/targets.py) the 128 x 128 tile of dx takes the 32-row reduction
+# step in 2 stages, its fixed config too: with a 64-row step its TF32 build
+# outgrew the 64 KiB of LDS and its bf16 build spilled on gfx90a, and so did 4
+# stages. The half tile takes 2 stages, where 3 spilled on gfx942.
+LINEAR_BACKWARD_INPUT_AMD_ALIGNED_CONFIGS = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 128, "GROUP_M": 8}, num_stages=2, num_warps=8),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}, num_stages=2, num_warps=8),
+]
+LINEAR_BACKWARD_INPUT_AMD_CONFIGS = {
+    ALIGNED: LINEAR_BACKWARD_INPUT_AMD_ALIGNED_CONFIGS,
+    UNALIGNED: LINEAR_BACKWARD_INPUT_UNALIGNED_CONFIGS,
+}
 
 # Kernel 2 reduces over the batch (M, up to 16384) into a dw of few tiles; its
 # configs name the tile of dw, BLOCK_K x BLOCK_N, and the reduction step BLOCK_M.
@@ -105,6 +118,10 @@ LINEAR_BACKWARD_WEIGHT_CONFIGS = {
 # TRITONNET_AUTOTUNE=0.
 LINEAR_BACKWARD_INPUT_FIXED_CONFIGS = {
     ALIGNED: LINEAR_BACKWARD_INPUT_ALIGNED_CONFIGS[0],
+    UNALIGNED: LINEAR_BACKWARD_INPUT_UNALIGNED_CONFIGS[0],
+}
+LINEAR_BACKWARD_INPUT_AMD_FIXED_CONFIGS = {
+    ALIGNED: LINEAR_BACKWARD_INPUT_AMD_ALIGNED_CONFIGS[0],
     UNALIGNED: LINEAR_BACKWARD_INPUT_UNALIGNED_CONFIGS[0],
 }
 LINEAR_BACKWARD_WEIGHT_FIXED_CONFIGS = {
@@ -418,7 +435,9 @@ def linear_weight_gradient_reduce_kernel(
 # One autotuner per alignment class. The key holds INPUT_PRECISION: "ieee" and
 # "tf32" run on different units (CUDA cores, tensor cores).
 linear_backward_input_autotuned = {
-    alignment: triton.autotune(configs=configs, key=["M", "N", "K", "INPUT_PRECISION"])(linear_backward_input_kernel)
+    alignment: autotune_per_target(
+        configs, LINEAR_BACKWARD_INPUT_AMD_CONFIGS[alignment], key=["M", "N", "K", "INPUT_PRECISION"]
+    )(linear_backward_input_kernel)
     for alignment, configs in LINEAR_BACKWARD_INPUT_CONFIGS.items()
 }
 linear_backward_weight_autotuned = {

@@ -32,6 +32,7 @@ sum before it is rounded to the output's dtype.
 import triton
 import triton.language as tl
 
+from tritonnet.kernels.targets import autotune_per_target
 from tritonnet.kernels.tiling import ALIGNED, UNALIGNED, grouped_tile, linear_tile
 
 # Tiles for each alignment class (tiling.ALIGNED, UNALIGNED); the autotuner picks
@@ -57,6 +58,17 @@ LINEAR_FORWARD_ALIGNED_CONFIGS = [
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=4, num_warps=4),
 ]
 LINEAR_FORWARD_CONFIGS = {ALIGNED: LINEAR_FORWARD_ALIGNED_CONFIGS, UNALIGNED: LINEAR_FORWARD_UNALIGNED_CONFIGS}
+
+# On AMD (kernels/targets.py) the aligned tiles take 2 stages where their TF32
+# builds outgrew the 64 KiB of LDS; the fixed config fits as it is.
+LINEAR_FORWARD_AMD_CONFIGS = {
+    ALIGNED: [
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=2, num_warps=8),
+        LINEAR_FORWARD_ALIGNED_CONFIGS[1],
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_stages=2, num_warps=4),
+    ],
+    UNALIGNED: LINEAR_FORWARD_UNALIGNED_CONFIGS,
+}
 
 # The config each class runs without autotuning: in Triton's CPU interpreter (which
 # runs programs one after another, so few big tiles are fastest) and under
@@ -127,6 +139,8 @@ def linear_forward_kernel(
 # One autotuner per alignment class. The key holds INPUT_PRECISION: "ieee" and
 # "tf32" run on different units (CUDA cores, tensor cores).
 linear_forward_autotuned = {
-    alignment: triton.autotune(configs=configs, key=["M", "N", "K", "INPUT_PRECISION"])(linear_forward_kernel)
+    alignment: autotune_per_target(
+        configs, LINEAR_FORWARD_AMD_CONFIGS[alignment], key=["M", "N", "K", "INPUT_PRECISION"]
+    )(linear_forward_kernel)
     for alignment, configs in LINEAR_FORWARD_CONFIGS.items()
 }

@@ -54,25 +54,30 @@ MIN_TILE_ELEMENTS = 1024
 # Values of a tile each thread holds: the warps grow with the tile to keep it so.
 VALUES_PER_THREAD = 16
 
+# The most threads a program may have: a CUDA block's and an AMD workgroup's limit.
+MAX_THREADS = 1024
 
-def softmax_blocks(rows: int, cols: int, max_block_cols: int = MAX_BLOCK_COLS) -> dict:
+
+def softmax_blocks(rows: int, cols: int, max_block_cols: int = MAX_BLOCK_COLS, warp_size: int = 32) -> dict:
     """Block sizes and warps for a row-wise kernel over `[rows, cols]`.
 
     Rows are packed into one tile until it holds MIN_TILE_ELEMENTS, so that narrow
     rows (10 classes) keep a program's threads busy; a tile is never taller than
     the rows there are, nor wider than `max_block_cols`. Warps: 4, or one per
-    32 x VALUES_PER_THREAD elements of the tile, at most 32 (1024 threads), so a
-    wide row is spread over more threads instead of more registers per thread.
+    `warp_size` x VALUES_PER_THREAD elements of the tile, at most MAX_THREADS
+    threads, so a wide row is spread over more threads instead of more registers
+    per thread. `warp_size` is 32 on NVIDIA and 64 on AMD, whose `num_warps`
+    counts 64-lane wavefronts: the same tile takes half the warps there.
     docs/kernels.md has how this was derived.
     """
     block_cols = min(triton.next_power_of_2(max(cols, 1)), max_block_cols)
     block_rows = min(max(MIN_TILE_ELEMENTS // block_cols, 1), triton.next_power_of_2(max(rows, 1)))
-    warps = block_rows * block_cols // (32 * VALUES_PER_THREAD)
+    warps = block_rows * block_cols // (warp_size * VALUES_PER_THREAD)
     return {
         "BLOCK_ROWS": block_rows,
         "BLOCK_COLS": block_cols,
         "SINGLE_PASS": cols <= block_cols,
-        "num_warps": min(max(warps, 4), 32),
+        "num_warps": min(max(warps, 4), MAX_THREADS // warp_size),
     }
 
 

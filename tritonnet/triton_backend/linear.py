@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from tritonnet import checks
+from tritonnet import checks, rocm
 from tritonnet.kernels import linear_backward as backward_kernels
 from tritonnet.kernels import linear_forward as forward_kernels
 from tritonnet.reference import ACTIVATIONS
@@ -42,9 +42,11 @@ def _grouped_tiles(rows: str, cols: str):
 FORWARD = Kernel(forward_kernels.linear_forward_kernel, _grouped_tiles("M", "N"),
                  autotuned=forward_kernels.linear_forward_autotuned,
                  fixed=forward_kernels.LINEAR_FORWARD_FIXED_CONFIGS)
+# AMD GPUs have a fixed config of their own (tritonnet.kernels.targets).
 BACKWARD_INPUT = Kernel(backward_kernels.linear_backward_input_kernel, _grouped_tiles("M", "K"),
                         autotuned=backward_kernels.linear_backward_input_autotuned,
-                        fixed=backward_kernels.LINEAR_BACKWARD_INPUT_FIXED_CONFIGS)
+                        fixed=backward_kernels.LINEAR_BACKWARD_INPUT_AMD_FIXED_CONFIGS if rocm.hip_version()
+                        else backward_kernels.LINEAR_BACKWARD_INPUT_FIXED_CONFIGS)
 
 
 def check_vector(name: str, value: object, length: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import triton
 
-from tritonnet import checks
+from tritonnet import checks, rocm
 from tritonnet.environment import interpreter_enabled
 from tritonnet.kernels.softmax import (
     INTERPRETER_MAX_BLOCK_COLS,
@@ -26,9 +26,12 @@ def row_blocks(rows: int, cols: int, max_block_cols: int = MAX_BLOCK_COLS) -> di
     its blocks at most `max_block_cols` wide.
 
     The interpreter gets a narrow cap, so that the tests' small rows also take the
-    two-pass path without a GPU (see `tritonnet.kernels.softmax`).
+    two-pass path without a GPU (see `tritonnet.kernels.softmax`). On a GPU the
+    warps follow its warp size (64 lanes on AMD).
     """
-    return softmax_blocks(rows, cols, INTERPRETER_MAX_BLOCK_COLS if interpreter_enabled() else max_block_cols)
+    if interpreter_enabled():
+        return softmax_blocks(rows, cols, INTERPRETER_MAX_BLOCK_COLS)
+    return softmax_blocks(rows, cols, max_block_cols, rocm.warp_size())
 
 
 def row_config(blocks: dict, *constexprs: str) -> triton.Config:
