@@ -20,6 +20,16 @@ marks those arguments the same way (`ASTSource(attrs=...)`, the attribute from
 the backend's own `parse_attr("D")`, as the launcher asks for it); without it,
 no argument is marked, the worst case of unaligned operands.
 
+For AMD targets (`GPUTarget("hip", "gfx942", 64)`) the same call runs down to a
+code object (hsaco) without ROCm, and the amdgcn text Triton keeps
+(`compiled.asm["amdgcn"]`) ends with the code object's metadata: `.vgpr_count`,
+`.vgpr_spill_count`, `.sgpr_spill_count` and `.private_segment_fixed_size` (the
+scratch, AMD's stack frame). Spilled VGPRs go to scratch, spilled SGPRs to lanes
+of VGPRs, so both counts are read. The text also shows the matrix-core
+instructions (`v_mfma`). A launch on AMD also marks every pointer to a tensor
+under 2 GB with `tt.pointer_range = 32` (the backend's "S", for buffer loads), so
+the AMD jobs are compiled so too.
+
 The kernel tests use it in three steps:
 1. `compile_job` describes one compilation: kernel, argument types, constexprs,
    architecture, warps and stages.
@@ -40,7 +50,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tritonnet.rocm import CDNA_WAVEFRONT, dot_input_precisions
+
 ARCHITECTURES = (90, 80)  # Hopper, Ampere
+
+# AMD Instinct MI300 (CDNA3) and MI200 (CDNA2). Both run 64-lane wavefronts
+# (CDNA_WAVEFRONT), and `num_warps` counts wavefronts there: 4 are 256 threads.
+AMD_ARCHITECTURES = ("gfx942", "gfx90a")
+
+# The most threads an AMD workgroup (a program) may have.
+AMD_MAX_THREADS = 1024
+
+# Every target the kernel tests compile for.
+TARGETS = ARCHITECTURES + AMD_ARCHITECTURES
+
+# The tests compile a sample of the AMD builds (`compiled_by_default`), every one
+# under TRITONNET_AMD_COMPILE_ALL=1 (docs/amd.md has the times).
+AMD_COMPILE_ALL = os.environ.get("TRITONNET_AMD_COMPILE_ALL") == "1"
 
 # (pointer dtype, tl.dot input_precision) of the kernels with a dot: fp32 on the
 # CUDA cores ("ieee", torch's default), fp32 on the tensor cores ("tf32"), and
@@ -52,9 +78,10 @@ DOT_PRECISIONS = [("fp32", "ieee"), ("fp32", "tf32"), ("bf16", "ieee")]
 TENSOR_CORE_PRECISIONS = [("fp32", "tf32"), ("bf16", "ieee")]
 
 # The most shared memory one program may ask for on each architecture
-# (cudaDevAttrMaxSharedMemoryPerBlockOptin of the H100 and the A100): a config
-# over it fails to launch there, and the autotuner skips it.
-SHARED_MEMORY_LIMITS = {90: 232448, 80: 166912}
+# (cudaDevAttrMaxSharedMemoryPerBlockOptin of the H100 and the A100; a workgroup's
+# 64 KiB of LDS on both AMD GPUs): a config over it fails to launch there, and the
+# autotuner skips it.
+SHARED_MEMORY_LIMITS = {90: 232448, 80: 166912, "gfx942": 65536, "gfx90a": 65536}
 
 # The inner stride of a weight w `[K, N]` that is 1, compiled as that constant:
 # a contiguous w (the exercise's layers) or the transposed view of nn.Linear's
@@ -70,6 +97,9 @@ DEFAULT_NUM_STAGES = 3
 # both run fp16, bf16 and TF32 inputs.
 TENSOR_CORE_INSTRUCTIONS = ("HGMMA", "HMMA")
 
+# AMD's matrix-core multiplies, for bf16, fp16, xf32 ("tf32") and fp32 alike.
+MFMA_INSTRUCTION = "v_mfma"
+
 _TESTS = Path(__file__).resolve().parent
 
 # Results of the jobs compiled so far in this test session, by the job's JSON:
@@ -84,21 +114,25 @@ class Resources:
     registers: int
     shared_bytes: int
     stack_bytes: int
-    # How often each of TENSOR_CORE_INSTRUCTIONS occurs in the SASS; empty unless asked.
+    # How often each of TENSOR_CORE_INSTRUCTIONS occurs in the SASS, empty unless
+    # asked; on AMD, how often MFMA_INSTRUCTION occurs in the amdgcn.
     instructions: dict = dataclasses.field(default_factory=dict)
+    # Registers spilled, as AMD's metadata counts them (on CUDA a spill shows as stack).
+    spilled_registers: int = 0
 
 
 def compile_kernel(
     kernel,
     signature: dict[str, str],
     constexprs: dict[str, object],
-    arch: int,
+    arch: int | str,
     num_warps: int = 4,
     num_stages: int = DEFAULT_NUM_STAGES,
     divisible: tuple[str, ...] = (),
     count_instructions: bool = False,
 ) -> Resources:
-    """Compile `kernel` for sm_<arch> and return the resources its machine code uses.
+    """Compile `kernel` for sm_<arch> (an int) or an AMD target (a str, one of
+    AMD_ARCHITECTURES) and return the resources its machine code uses.
 
     `signature` maps every argument name to a Triton type ("*fp32", "i32", ...,
     "constexpr"); `constexprs` gives the constexpr values; the arguments named in
@@ -116,14 +150,26 @@ def compile_kernel(
 
     from tritonnet.triton_backend.launch import COMPILE_OPTIONS
 
-    target = GPUTarget("cuda", arch, 32)
-    divisibility = make_backend(target).parse_attr("D")
-    attrs = {(kernel.arg_names.index(name),): divisibility for name in divisible}
+    amd = isinstance(arch, str)
+    target = GPUTarget("hip", arch, CDNA_WAVEFRONT) if amd else GPUTarget("cuda", arch, 32)
+    backend = make_backend(target)
+    attrs = {}
+    for index, name in enumerate(kernel.arg_names):
+        specialization = ("D" if name in divisible else "") + ("S" if amd and signature[name].startswith("*") else "")
+        if specialization:
+            attrs[(index,)] = backend.parse_attr(specialization)
     source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
     # The options every launch passes (fp fusion chosen), so that what compiles here
     # is what the launchers compile.
     options = {"num_warps": num_warps, "num_stages": num_stages, **COMPILE_OPTIONS}
     compiled = triton.compile(source, target=target, options=options)
+    if amd:
+        # Both would fail only when a GPU loads the code object.
+        if compiled.metadata.shared > SHARED_MEMORY_LIMITS[arch]:
+            raise RuntimeError(f"{compiled.metadata.shared} bytes of LDS, over {arch}'s {SHARED_MEMORY_LIMITS[arch]}")
+        if num_warps * CDNA_WAVEFRONT > AMD_MAX_THREADS:
+            raise RuntimeError(f"{num_warps} wavefronts are {num_warps * CDNA_WAVEFRONT} threads, over {AMD_MAX_THREADS}")
+        return amd_resources(compiled.asm["amdgcn"], compiled.metadata.shared)
     cuobjdump = triton.knobs.nvidia.cuobjdump.path
     with tempfile.TemporaryDirectory() as folder:
         cubin = Path(folder) / "kernel.cubin"
@@ -151,9 +197,32 @@ def compile_kernel(
     )
 
 
+def amd_resources(amdgcn: str, shared_bytes: int) -> Resources:
+    """The resources in the metadata at the end of AMD assembly (`compiled.asm["amdgcn"]`).
+
+    `shared_bytes` is Triton's LDS request (`compiled.metadata.shared`): Triton
+    allocates LDS at launch, so the code object's own group segment is 0.
+    """
+    # e.g. "    .vgpr_count:     72" and "    .private_segment_fixed_size: 0"
+    fields = dict(re.findall(
+        r"^\s*\.(vgpr_count|vgpr_spill_count|sgpr_spill_count|private_segment_fixed_size):\s*(\d+)$",
+        amdgcn,
+        re.MULTILINE,
+    ))
+    if len(fields) != 4:
+        raise RuntimeError(f"no register and scratch counts in the amdgcn metadata, found {fields}")
+    return Resources(
+        registers=int(fields["vgpr_count"]),
+        shared_bytes=shared_bytes,
+        stack_bytes=int(fields["private_segment_fixed_size"]),
+        instructions={MFMA_INSTRUCTION: len(re.findall(rf"^\s*{MFMA_INSTRUCTION}_", amdgcn, re.MULTILINE))},
+        spilled_registers=int(fields["vgpr_spill_count"]) + int(fields["sgpr_spill_count"]),
+    )
+
+
 def compile_job(
     kernel,
-    arch: int,
+    arch: int | str,
     *,
     dtype: str = "fp32",
     pointers: dict[str, str] | None = None,
@@ -166,8 +235,8 @@ def compile_job(
     aligned: bool = False,
     count_instructions: bool = False,
 ) -> dict:
-    """One compilation of `kernel` (a @triton.jit function) for sm_<arch>, as a job
-    for `compile_in_child`.
+    """One compilation of `kernel` (a @triton.jit function) for sm_<arch> or an
+    AMD target ("gfx942"), as a job for `compile_in_child`.
 
     Argument types: every `*_ptr` argument points to `dtype` ("fp32", "bf16", ...)
     unless `pointers` gives its type ("*i64"); names in `constexprs`, in `config`'s
@@ -284,25 +353,70 @@ def assert_compiled_without_spills(result: dict, record_property) -> None:
     record_property("registers", result["registers"])
     record_property("stack_bytes", result["stack_bytes"])
     assert result["stack_bytes"] == 0, f"spills (a stack frame): {result}"
+    assert result["spilled_registers"] == 0, f"spills: {result}"
 
 
-def assert_uses_tensor_cores(result: dict, arch: int) -> None:
-    """The job's SASS multiplies on the tensor cores (HGMMA or HMMA), and its shared
-    memory fits sm_<arch>. Needs a job compiled with `count_instructions`."""
+def assert_uses_tensor_cores(result: dict, arch: int | str) -> None:
+    """The job's machine code multiplies on the tensor cores (SASS HGMMA or HMMA;
+    AMD's v_mfma), and its shared memory fits `arch`. Needs a CUDA job compiled
+    with `count_instructions`; AMD jobs always count."""
     assert "error" not in result, result.get("error")
     found = {name: count for name, count in result["instructions"].items() if count}
-    assert found, f"no tensor-core instruction ({', '.join(TENSOR_CORE_INSTRUCTIONS)}) in the SASS: {result}"
+    names = (MFMA_INSTRUCTION,) if arch in AMD_ARCHITECTURES else TENSOR_CORE_INSTRUCTIONS
+    assert found, f"no tensor-core instruction ({', '.join(names)}) in the machine code: {result}"
     assert result["shared_bytes"] <= SHARED_MEMORY_LIMITS[arch], (
-        f"{result['shared_bytes']} bytes of shared memory, over sm_{arch}'s {SHARED_MEMORY_LIMITS[arch]}"
+        f"{result['shared_bytes']} bytes of shared memory, over {target_name(arch)}'s {SHARED_MEMORY_LIMITS[arch]}"
     )
 
 
-def assert_config_compiled(result: dict, alignment: str, arch: int, record_property) -> None:
+def assert_config_compiled(result: dict, alignment: str, arch: int | str, record_property) -> None:
     """No spills; a build of an aligned config also multiplies on the tensor cores,
-    in the shared memory sm_<arch> has."""
+    in the shared memory `arch` has. On AMD every build does: CDNA's matrix cores
+    take fp32 "ieee" products too."""
     assert_compiled_without_spills(result, record_property)
-    if alignment == "aligned":
+    if alignment == "aligned" or arch in AMD_ARCHITECTURES:
         assert_uses_tensor_cores(result, arch)
+
+
+def compiled_by_default(
+    arch: int | str, *, alignment: str = "unaligned", layout: str | None = "w", dtype: str = "fp32",
+    precision: str = "ieee",
+) -> bool:
+    """Whether the tests compile this build unless TRITONNET_AMD_COMPILE_ALL=1:
+    every CUDA build, and on AMD each config once per target where the variants
+    differ least. With w contiguous (the transposed view took about as many
+    registers), unaligned configs in fp32 "ieee" (their most registers), aligned
+    ones at every precision they serve (TF32 takes the most LDS, bf16 shows MFMA),
+    the row-wise kernels in fp32."""
+    if isinstance(arch, int) or AMD_COMPILE_ALL:
+        return True
+    if layout == "w.t()":
+        return False
+    return alignment == "aligned" or (dtype, precision) == ("fp32", "ieee")
+
+
+def warp_size(arch: int | str) -> int:
+    """Lanes in a warp on `arch`: 32 on NVIDIA, CDNA_WAVEFRONT on AMD."""
+    return CDNA_WAVEFRONT if arch in AMD_ARCHITECTURES else 32
+
+
+def vendor(arch: int | str) -> str:
+    """Triton's backend for `arch`: "cuda", or "hip" for AMD."""
+    return "hip" if arch in AMD_ARCHITECTURES else "cuda"
+
+
+def target_name(arch: int | str) -> str:
+    """A target in a test id: "sm90" for CUDA's sm_90, an AMD target as it is ("gfx942")."""
+    return arch if isinstance(arch, str) else f"sm{arch}"
+
+
+def dot_precisions_on(arch: int | str, precisions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`precisions` ((dtype, input_precision) pairs) as the launchers use them on
+    `arch`: "tf32" only where Triton compiles it. On AMD that is CDNA3 (gfx942,
+    whose xf32 Triton calls tf32); gfx90a runs "ieee" instead, compiled already."""
+    if isinstance(arch, int):
+        return precisions
+    return [(dtype, precision) for dtype, precision in precisions if precision in dot_input_precisions(arch)]
 
 
 def config_id(config) -> str:

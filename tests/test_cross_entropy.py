@@ -16,7 +16,8 @@ from tritonnet.backend import ops_for
 
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
-from compile_check import ARCHITECTURES, assert_compiled_without_spills, compile_cases, compile_job  # noqa: E402
+from compile_check import TARGETS, assert_compiled_without_spills, compile_cases, compile_job  # noqa: E402
+from compile_check import compiled_by_default, target_name, warp_size  # noqa: E402
 from conftest import TEST_DEVICE, random_examples, requires_triton  # noqa: E402
 from oracles import assert_cross_entropy_outputs, assert_no_rows  # noqa: E402
 from oracles import check_out_of_range_targets, cross_entropy_oracle  # noqa: E402
@@ -177,15 +178,15 @@ def test_cross_entropy_launcher_rejects_bad_arguments():
 # --- compilation for real GPUs -------------------------------------------------
 
 
-def _row_block_configs() -> list[dict]:
-    """The configs `softmax_blocks` picks for the exercise's 10 classes, rows just
-    past the fused output layer's width, 1000 classes, and one-block and two-block
-    rows at the cap, on a GPU and in the interpreter (the kernel ignores
+def _row_block_configs(arch) -> list[dict]:
+    """The configs `softmax_blocks` picks on `arch` for the exercise's 10 classes,
+    rows just past the fused output layer's width, 1000 classes, and one-block and
+    two-block rows at the cap, on a GPU and in the interpreter (the kernel ignores
     SINGLE_PASS: it always makes two passes)."""
     configs = []
     for max_block_cols in (MAX_BLOCK_COLS, INTERPRETER_MAX_BLOCK_COLS):
         for cols in (10, FUSED_MAX_N + 1, 1000, MAX_BLOCK_COLS, MAX_BLOCK_COLS + 1):
-            blocks = softmax_blocks(1 << 20, cols, max_block_cols)
+            blocks = softmax_blocks(1 << 20, cols, max_block_cols, warp_size(arch))
             blocks.pop("SINGLE_PASS")
             if blocks not in configs:
                 configs.append(blocks)
@@ -198,16 +199,17 @@ ROW_DTYPES = [("fp32", "fp32"), ("bf16", "bf16"), ("fp32", "bf16")]
 
 ROW_CASES = [
     (blocks, logits_dtype, output_dtype, arch)
-    for blocks in _row_block_configs()
+    for arch in TARGETS
+    for blocks in _row_block_configs(arch)
     for logits_dtype, output_dtype in ROW_DTYPES
-    for arch in ARCHITECTURES
+    if compiled_by_default(arch, dtype=output_dtype)
 ]
 
 
 def _row_case_id(case) -> str:
     blocks, logits_dtype, output_dtype, arch = case
     tile = f"{blocks['BLOCK_ROWS']}x{blocks['BLOCK_COLS']}-w{blocks['num_warps']}"
-    return f"{tile}-{logits_dtype}-to-{output_dtype}-sm{arch}"
+    return f"{tile}-{logits_dtype}-to-{output_dtype}-{target_name(arch)}"
 
 
 @pytest.fixture(scope="module")

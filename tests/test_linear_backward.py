@@ -18,15 +18,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compile_check import (
-    ARCHITECTURES,
     DOT_PRECISIONS,
+    TARGETS,
     TENSOR_CORE_PRECISIONS,
     WEIGHT_UNIT_STRIDES,
     assert_compiled_without_spills,
     assert_config_compiled,
     compile_in_child,
     compile_job,
+    compiled_by_default,
     config_id,
+    dot_precisions_on,
+    target_name,
+    vendor,
 )
 from conftest import TEST_DEVICE, requires_triton, triton_runnable
 from shapes import GROUPED_ORDER_SHAPE, LINEAR_SHAPES
@@ -459,9 +463,10 @@ LAYOUTS = {
     "linear_backward_input_kernel": tuple(WEIGHT_UNIT_STRIDES),
     "linear_backward_weight_kernel": (None, "split"),
 }
+# The kernels' config lists by vendor: the input gradient's differ on AMD.
 CONFIG_LISTS = {
-    "linear_backward_input_kernel": "LINEAR_BACKWARD_INPUT_CONFIGS",
-    "linear_backward_weight_kernel": "LINEAR_BACKWARD_WEIGHT_CONFIGS",
+    "linear_backward_input_kernel": {"cuda": "LINEAR_BACKWARD_INPUT_CONFIGS", "hip": "LINEAR_BACKWARD_INPUT_AMD_CONFIGS"},
+    "linear_backward_weight_kernel": {"cuda": "LINEAR_BACKWARD_WEIGHT_CONFIGS", "hip": "LINEAR_BACKWARD_WEIGHT_CONFIGS"},
 }
 
 # Sigmoid on (and grad_bias for kernel 2): the variants with the most work.
@@ -473,34 +478,38 @@ CONSTEXPRS = {
 
 def _backward_cases() -> list:
     """(kernel name, alignment, config, weight layout, dtype, precision, arch): each
-    class's configs at the precisions it serves, unaligned ones at all of them."""
+    class's configs for each target at the precisions it serves, unaligned ones at
+    all of them; on AMD the AMD lists, and a sample unless all are asked for."""
     from tritonnet.kernels import linear_backward as kernels
     from tritonnet.kernels.tiling import ALIGNED, UNALIGNED
 
     precisions = {ALIGNED: TENSOR_CORE_PRECISIONS, UNALIGNED: DOT_PRECISIONS}
     return [
         (kernel, alignment, config, layout, dtype, precision, arch)
-        for kernel, list_name in CONFIG_LISTS.items()
-        for alignment, configs in getattr(kernels, list_name).items()
+        for kernel, list_names in CONFIG_LISTS.items()
+        for arch in TARGETS
+        for alignment, configs in getattr(kernels, list_names[vendor(arch)]).items()
         for config in configs
         for layout in LAYOUTS[kernel]
-        for dtype, precision in precisions[alignment]
-        for arch in ARCHITECTURES
+        for dtype, precision in dot_precisions_on(arch, precisions[alignment])
         if layout != "split" or dtype != "fp32"
+        if compiled_by_default(arch, alignment=alignment, layout=layout, dtype=dtype, precision=precision)
     ]
 
 
 BACKWARD_COMPILE_CASES = _backward_cases() if triton_runnable() else []
 
 # The split-K reduction (kernel 3) into fp32 and bf16 gradients.
-REDUCE_COMPILE_CASES = [(dtype, arch) for dtype in ("fp32", "bf16") for arch in ARCHITECTURES]
+REDUCE_COMPILE_CASES = [
+    (dtype, arch) for dtype in ("fp32", "bf16") for arch in TARGETS if compiled_by_default(arch, dtype=dtype)
+]
 
 
 def backward_case_id(case) -> str:
     kernel, alignment, config, layout, dtype, precision, arch = case
     gradient = kernel.removeprefix("linear_backward_").removesuffix("_kernel")
     weight = f"-{layout}" if layout else ""
-    return f"{gradient}-{alignment}-{config_id(config)}{weight}-{precision}-{dtype}-sm{arch}"
+    return f"{gradient}-{alignment}-{config_id(config)}{weight}-{precision}-{dtype}-{target_name(arch)}"
 
 
 @pytest.fixture(scope="module")
@@ -524,7 +533,7 @@ def backward_compiled() -> dict:
             count_instructions=alignment == "aligned",
         )
     for dtype, arch in REDUCE_COMPILE_CASES:
-        jobs[f"reduce-{dtype}-sm{arch}"] = compile_job(
+        jobs[f"reduce-{dtype}-{target_name(arch)}"] = compile_job(
             kernels.linear_weight_gradient_reduce_kernel,
             arch,
             dtype=dtype,
@@ -540,7 +549,7 @@ def backward_compiled() -> dict:
 @requires_triton
 @pytest.mark.parametrize("dtype,arch", REDUCE_COMPILE_CASES)
 def test_weight_gradient_reduce_kernel_compiles_without_spills(backward_compiled, dtype, arch, record_property):
-    assert_compiled_without_spills(backward_compiled[f"reduce-{dtype}-sm{arch}"], record_property)
+    assert_compiled_without_spills(backward_compiled[f"reduce-{dtype}-{target_name(arch)}"], record_property)
 
 
 @requires_triton
@@ -557,6 +566,7 @@ def test_linear_backward_fixed_configs_are_compiled():
 
     for fixed, listed in (
         (kernels.LINEAR_BACKWARD_INPUT_FIXED_CONFIGS, kernels.LINEAR_BACKWARD_INPUT_CONFIGS),
+        (kernels.LINEAR_BACKWARD_INPUT_AMD_FIXED_CONFIGS, kernels.LINEAR_BACKWARD_INPUT_AMD_CONFIGS),
         (kernels.LINEAR_BACKWARD_WEIGHT_FIXED_CONFIGS, kernels.LINEAR_BACKWARD_WEIGHT_CONFIGS),
     ):
         for alignment, config in fixed.items():

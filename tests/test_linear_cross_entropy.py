@@ -18,13 +18,16 @@ from tritonnet.backend import interpreter_enabled, ops_for
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
 from compile_check import (  # noqa: E402
-    ARCHITECTURES,
     DOT_PRECISIONS,
+    TARGETS,
     WEIGHT_UNIT_STRIDES,
     assert_compiled_without_spills,
     compile_cases,
     compile_job,
+    compiled_by_default,
     config_id,
+    dot_precisions_on,
+    target_name,
 )
 from conftest import TEST_DEVICE, random_examples, requires_triton  # noqa: E402
 from oracles import assert_cross_entropy_outputs, assert_no_rows  # noqa: E402
@@ -221,14 +224,15 @@ FUSED_CASES = [
     for config in LINEAR_CROSS_ENTROPY_CONFIGS
     for block_n in FUSED_BLOCK_N
     for layout in WEIGHT_UNIT_STRIDES
-    for dtype, precision in DOT_PRECISIONS
-    for arch in ARCHITECTURES
+    for arch in TARGETS
+    for dtype, precision in dot_precisions_on(arch, DOT_PRECISIONS)
+    if compiled_by_default(arch, layout=layout, dtype=dtype, precision=precision)
 ]
 
 
 def _fused_case_id(case) -> str:
     config, block_n, layout, dtype, precision, arch = case
-    return f"{config_id(config)}-n{block_n}-{layout}-{dtype}-{precision}-sm{arch}"
+    return f"{config_id(config)}-n{block_n}-{layout}-{dtype}-{precision}-{target_name(arch)}"
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from compile_check import (
-    ARCHITECTURES,
     DOT_PRECISIONS,
+    TARGETS,
     TENSOR_CORE_PRECISIONS,
     WEIGHT_UNIT_STRIDES,
     assert_config_compiled,
     compile_cases,
     compile_job,
+    compiled_by_default,
     config_id,
+    dot_precisions_on,
+    target_name,
+    vendor,
 )
 from conftest import TEST_DEVICE, random_examples, requires_triton, triton_runnable
 from shapes import GROUPED_ORDER_SHAPE, LINEAR_SHAPES
@@ -345,18 +349,21 @@ def test_linear_forward_rejects_bad_arguments():
 
 def _forward_cases() -> list:
     """(alignment, config, weight layout, dtype, precision, arch): each class's
-    configs at the precisions it serves, unaligned ones at all of them."""
+    configs for each target at the precisions it serves, unaligned ones at all of
+    them; on AMD the AMD lists, and a sample unless all are asked for."""
     from tritonnet.kernels import linear_forward as kernels
     from tritonnet.kernels.tiling import ALIGNED, UNALIGNED
 
     precisions = {ALIGNED: TENSOR_CORE_PRECISIONS, UNALIGNED: DOT_PRECISIONS}
+    lists = {"cuda": kernels.LINEAR_FORWARD_CONFIGS, "hip": kernels.LINEAR_FORWARD_AMD_CONFIGS}
     return [
         (alignment, config, layout, dtype, precision, arch)
-        for alignment, configs in kernels.LINEAR_FORWARD_CONFIGS.items()
+        for arch in TARGETS
+        for alignment, configs in lists[vendor(arch)].items()
         for config in configs
         for layout in WEIGHT_UNIT_STRIDES
-        for dtype, precision in precisions[alignment]
-        for arch in ARCHITECTURES
+        for dtype, precision in dot_precisions_on(arch, precisions[alignment])
+        if compiled_by_default(arch, alignment=alignment, layout=layout, dtype=dtype, precision=precision)
     ]
 
 
@@ -365,7 +372,7 @@ FORWARD_COMPILE_CASES = _forward_cases() if triton_runnable() else []
 
 def forward_case_id(case) -> str:
     alignment, config, layout, dtype, precision, arch = case
-    return f"{alignment}-{config_id(config)}-{layout}-{precision}-{dtype}-sm{arch}"
+    return f"{alignment}-{config_id(config)}-{layout}-{precision}-{dtype}-{target_name(arch)}"
 
 
 @pytest.fixture(scope="module")
@@ -402,5 +409,6 @@ def test_linear_forward_fixed_configs_are_compiled():
     list, so the compile tests above cover it."""
     from tritonnet.kernels import linear_forward as kernels
 
-    for alignment, config in kernels.LINEAR_FORWARD_FIXED_CONFIGS.items():
-        assert any(config is listed for listed in kernels.LINEAR_FORWARD_CONFIGS[alignment])
+    for lists in (kernels.LINEAR_FORWARD_CONFIGS, kernels.LINEAR_FORWARD_AMD_CONFIGS):
+        for alignment, config in kernels.LINEAR_FORWARD_FIXED_CONFIGS.items():
+            assert any(config is listed for listed in lists[alignment])

@@ -11,11 +11,13 @@ from tritonnet.backend import interpreter_enabled, ops_for
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
 from compile_check import (  # noqa: E402
-    ARCHITECTURES,
+    TARGETS,
     assert_compiled_without_spills,
     compile_cases,
     compile_job,
+    compiled_by_default,
     config_id,
+    target_name,
 )
 from conftest import TEST_DEVICE, requires_triton  # noqa: E402
 from shapes import LINEAR_SHAPES  # noqa: E402
@@ -148,13 +150,14 @@ SGD_COMPILE_CASES = [
     (config, dtype, arch)
     for config in SGD_CONFIGS + [SGD_INTERPRETER_CONFIG]
     for dtype in ("fp32", "bf16")
-    for arch in ARCHITECTURES
+    for arch in TARGETS
+    if compiled_by_default(arch, dtype=dtype)
 ]
 
 
 def _case_id(case) -> str:
     config, dtype, arch = case
-    return f"{config_id(config)}-{dtype}-sm{arch}"
+    return f"{config_id(config)}-{dtype}-{target_name(arch)}"
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,13 @@ from tritonnet.backend import ops_for
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
 from compile_check import (  # noqa: E402
-    ARCHITECTURES,
+    TARGETS,
     assert_compiled_without_spills,
     compile_cases,
     compile_job,
+    compiled_by_default,
     config_id,
+    target_name,
 )
 from conftest import TEST_DEVICE, assert_rejects_bad_x, random_examples, requires_triton  # noqa: E402
 from oracles import sigmoid_layer_against_autograd  # noqa: E402
@@ -165,13 +167,14 @@ SIGMOID_COMPILE_CASES = [
     for kernel in UNIT_STRIDES
     for config in SIGMOID_CONFIGS + [SIGMOID_INTERPRETER_CONFIG]
     for dtype in ("fp32", "bf16")
-    for arch in ARCHITECTURES
+    for arch in TARGETS
+    if compiled_by_default(arch, dtype=dtype)
 ]
 
 
 def _case_id(case) -> str:
     kernel, config, dtype, arch = case
-    return f"{kernel.removesuffix('_kernel')}-{config_id(config)}-{dtype}-sm{arch}"
+    return f"{kernel.removesuffix('_kernel')}-{config_id(config)}-{dtype}-{target_name(arch)}"
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from tritonnet.backend import ops_for
 
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
-from compile_check import ARCHITECTURES, assert_compiled_without_spills, compile_cases, compile_job  # noqa: E402
+from compile_check import TARGETS, assert_compiled_without_spills, compile_cases, compile_job  # noqa: E402
+from compile_check import compiled_by_default, target_name, warp_size  # noqa: E402
 from conftest import TEST_DEVICE, assert_rejects_bad_x, random_examples, requires_triton  # noqa: E402
 from shapes import ROW_SHAPES  # noqa: E402
 from tritonnet.kernels.softmax import (  # noqa: E402
@@ -167,13 +168,14 @@ def test_softmax_launcher_rejects_bad_arguments():
 # --- compilation for real GPUs -------------------------------------------------
 
 
-def _softmax_block_configs() -> list[dict]:
-    """Every config `softmax_blocks` picks for the exercise's 10 classes, one-block
-    rows up to the widest, and a two-pass row, on a GPU and in the interpreter."""
+def _softmax_block_configs(arch) -> list[dict]:
+    """Every config `softmax_blocks` picks on `arch` for the exercise's 10 classes,
+    one-block rows up to the widest, and a two-pass row, on a GPU and in the
+    interpreter."""
     configs = []
     for max_block_cols in (SOFTMAX_MAX_BLOCK_COLS, INTERPRETER_MAX_BLOCK_COLS):
         for cols in (10, 1000, 4096, 8192, SOFTMAX_MAX_BLOCK_COLS, SOFTMAX_MAX_BLOCK_COLS + 1):
-            blocks = softmax_blocks(1 << 20, cols, max_block_cols)
+            blocks = softmax_blocks(1 << 20, cols, max_block_cols, warp_size(arch))
             if blocks not in configs:
                 configs.append(blocks)
     return configs
@@ -181,16 +183,17 @@ def _softmax_block_configs() -> list[dict]:
 
 SOFTMAX_COMPILE_CASES = [
     (blocks, dtype, arch)
-    for blocks in _softmax_block_configs()
+    for arch in TARGETS
+    for blocks in _softmax_block_configs(arch)
     for dtype in ("fp32", "bf16")
-    for arch in ARCHITECTURES
+    if compiled_by_default(arch, dtype=dtype)
 ]
 
 
 def _softmax_case_id(case) -> str:
     blocks, dtype, arch = case
     single = "single" if blocks["SINGLE_PASS"] else "two-pass"
-    return f"{blocks['BLOCK_ROWS']}x{blocks['BLOCK_COLS']}-{single}-w{blocks['num_warps']}-{dtype}-sm{arch}"
+    return f"{blocks['BLOCK_ROWS']}x{blocks['BLOCK_COLS']}-{single}-w{blocks['num_warps']}-{dtype}-{target_name(arch)}"
 
 
 @pytest.fixture(scope="module")
