@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check: on a machine with an NVIDIA GPU, the tuned table, the GPU tests, a
+# The GPU check: on a machine with an NVIDIA GPU, or an AMD one with a ROCm build of
+# torch (its GPU answers to torch.cuda there), the tuned table, the GPU tests, a
 # 30-epoch training run and the quick benchmarks, in under 8 minutes. Whenever a
 # GPU is at hand, this is what runs; its results are committed and what it finds
 # failing is fixed.
@@ -11,7 +12,7 @@
 #   GPU_CHECK_STEPS="graphs train" ...   # the CUDA-graph step alone: about 3 minutes
 #   GPU_CHECK_STEPS=distributed ...       # torchrun on NCCL, one rank: under 2 minutes
 #
-# It needs python3 with torch (CUDA), triton, numpy, matplotlib, tqdm, pytest and
+# It needs python3 with torch (CUDA or ROCm), triton, numpy, matplotlib, tqdm, pytest and
 # hypothesis, and installs nothing: GPU machines may have no network. tritonnet is
 # staged into a temporary folder with kernels/ placed where an install puts it
 # (tritonnet/kernels), so no pip install is needed either. Fashion-MNIST is read
@@ -77,7 +78,7 @@ step() {
 }
 
 echo "gpu_check on $device, commit $TRITONNET_COMMIT, run $TRITONNET_RUN_TIMESTAMP" | tee -a "$log"
-{ nvidia-smi -L 2>/dev/null; "$python" -m tritonnet info; } 2>&1 | tee -a "$log"
+{ nvidia-smi -L 2>/dev/null || rocm-smi --showproductname 2>/dev/null; "$python" -m tritonnet info; } 2>&1 | tee -a "$log"
 
 pytest=("$python" -m pytest -q -p no:cacheprovider -m "not slow" -rs --durations=15)
 
