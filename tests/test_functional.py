@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TEST_DEVICE as DEVICE
-from tritonnet import functional
+from tritonnet import functional, functions, library_ops
 from tritonnet.backend import ops_for, use_backend
 from tritonnet.nn import MLP
 
@@ -104,6 +104,35 @@ def test_linear_of_a_vector_drops_the_row_dimension(backend):
     output = functional.linear_sigmoid(x, weight, bias)
     assert output.shape == (3,)
     torch.testing.assert_close(output, torch.sigmoid(F.linear(x, weight, bias)), **FP32_TOLERANCE)
+
+
+def _double_backward_cases():
+    def linear_inputs():
+        return (
+            torch.randn(3, 4, dtype=torch.float64, requires_grad=True),
+            torch.randn(2, 4, dtype=torch.float64, requires_grad=True),
+            torch.randn(2, dtype=torch.float64, requires_grad=True),
+        )
+
+    target = torch.tensor([1, 0, 1])
+    cases = {
+        "linear": (functional.linear, linear_inputs),
+        "linear_sigmoid": (functional.linear_sigmoid, linear_inputs),
+        "softmax": (functional.softmax, lambda: linear_inputs()[:1]),
+        "cross_entropy": (lambda z: functional.cross_entropy(z, target), lambda: linear_inputs()[:1]),
+        "linear_cross_entropy": (
+            lambda *args: functional.linear_cross_entropy(*args, target),
+            linear_inputs,
+        ),
+    }
+    return [pytest.param(fn, make_inputs, id=name) for name, (fn, make_inputs) in cases.items()]
+
+
+@pytest.mark.parametrize("fn, make_inputs", _double_backward_cases())
+def test_double_backward_gradgradcheck_float64(reference, fn, make_inputs):
+    # The backward under create_graph=True composes differentiable ops;
+    # gradgradcheck compares its derivatives with finite differences of it.
+    assert torch.autograd.gradgradcheck(fn, make_inputs())
 
 
 # --- softmax and cross-entropy --------------------------------------------------------
@@ -318,7 +347,12 @@ def _bad_calls():
         ("x must be a torch.Tensor", TypeError, lambda: functional.linear([1.0], weight, bias)),
         ("x must have a floating dtype", TypeError, lambda: functional.linear(x.long(), weight)),
         ("x must have at least 1 dimension", ValueError, lambda: functional.linear(x[0, 0], weight)),
-        ("weight must have 6 columns", ValueError, lambda: functional.linear(x, weight.t())),
+        (
+            "x (the input) must have weight's in_features, 3, as its last dimension "
+            "(weight is [out_features, in_features] = [6, 3]), got x of shape (4, 6)",
+            ValueError,
+            lambda: functional.linear(x, weight.t()),
+        ),
         ("weight must be 2-D", ValueError, lambda: functional.linear(x, weight[0])),
         ("bias must have shape (3,)", ValueError, lambda: functional.linear(x, weight, bias[:2])),
         ("tensors must share one dtype", TypeError, lambda: functional.linear(x, weight.double())),
@@ -341,14 +375,22 @@ def test_bad_arguments_are_named(message, error, call):
         call()
 
 
-# --- the eager route around the dispatcher ---------------------------------------------
+# --- the eager route: one autograd.Function per operation ---------------------------
 
 
-@pytest.mark.parametrize("name", ["linear", "softmax", "cross_entropy", "linear_cross_entropy"])
-def test_eager_route_matches_the_custom_op(backend, name):
-    """`library_ops.call` outside torch.compile takes the autograd.Function route;
-    it must give the custom op's outputs and gradients exactly (the same code runs)."""
-    from tritonnet import library_ops
+@pytest.mark.parametrize(
+    "name, function",
+    [
+        ("linear", functions.Linear),
+        ("softmax", functions.Softmax),
+        ("cross_entropy", functions.CrossEntropy),
+        ("linear_cross_entropy", functions.LinearCrossEntropy),
+    ],
+)
+def test_eager_route_matches_the_custom_op(backend, name, function):
+    """Outside torch.compile, tritonnet.functional calls the Functions of
+    `tritonnet.functions`; they must give the custom op's outputs and gradients
+    exactly (the same backend operations run)."""
 
     def inputs():
         torch.manual_seed(7)
@@ -365,10 +407,10 @@ def test_eager_route_matches_the_custom_op(backend, name):
 
     op = getattr(library_ops, name)
     results = []
-    for run in (lambda *args: op(*args), lambda *args: library_ops.call(op, *args)):
+    for run in (op, function.apply):
         args = inputs()
         output = run(*args)
-        first = output[0] if isinstance(output, tuple) else output
+        first = output[0] if isinstance(output, tuple) else output  # a custom op's loss
         differentiable = [t for t in args if isinstance(t, torch.Tensor) and t.requires_grad]
         probe = torch.linspace(-1, 1, first.numel(), device=DEVICE).view_as(first)
         grads = torch.autograd.grad((first * probe).sum(), differentiable)

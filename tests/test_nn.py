@@ -8,6 +8,7 @@ over the few terms these sizes have.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import tritonnet
 import tritonnet.nn as tnn
 from conftest import TEST_DEVICE as DEVICE
 from tritonnet.backend import use_backend
@@ -202,6 +204,32 @@ def test_mlp_under_cpu_autocast():
     torch.testing.assert_close(loss.double(), expected, **bf16_tolerance)
 
 
+# --- double backward --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss_path", ["fused", "logits"])
+def test_double_backward_matches_float64_twin(backend, loss_path):
+    # A gradient penalty: the loss plus the squared norm of its gradient over the
+    # input, whose backward differentiates the first backward (create_graph).
+    model = tnn.MLP(SIZES, device=DEVICE)
+    twin = twin_of(model, torch.float64)
+    x = torch.randn(5, SIZES[0], device=DEVICE)
+    target = torch.randint(0, SIZES[-1], (5,), device=DEVICE)
+
+    def penalized(loss_of, x):
+        x = x.clone().requires_grad_(True)
+        (grad_x,) = torch.autograd.grad(loss_of(x), x, create_graph=True)
+        return loss_of(x) + 10 * grad_x.pow(2).sum()
+
+    if loss_path == "fused":
+        penalized(lambda x: model.loss(x, target), x).backward()
+    else:
+        penalized(lambda x: tnn.CrossEntropyLoss()(model(x), target), x).backward()
+    penalized(lambda x: F.cross_entropy(twin(x), target), x.double()).backward()
+    for grad, expected_grad in zip(parameter_grads(model), parameter_grads(twin)):
+        torch.testing.assert_close(grad, expected_grad.float(), **FP32_TOLERANCE)
+
+
 # --- torch.compile ----------------------------------------------------------------
 
 
@@ -247,3 +275,65 @@ def test_bad_sizes_are_named():
         tnn.MLP((784, 0, 10))
     with pytest.raises(ValueError, match="in_features must be a positive integer"):
         tnn.Linear(-1, 3)
+
+
+def test_a_wrong_input_width_names_the_input():
+    # The layer's weight is right by construction: the error is the input's.
+    with pytest.raises(ValueError, match=r"x \(the input\) must have weight's in_features, 8, "
+                       r"as its last dimension .* got x of shape \(3, 7\)"):
+        tnn.Linear(8, 4)(torch.randn(3, 7))
+
+
+# --- the exercise's state and plain torch.nn ----------------------------------------
+
+
+def test_exercise_state_converts_both_ways_and_into_a_sequential():
+    torch.manual_seed(4)
+    exercise = tritonnet.MLP(8, 0.1, SIZES)  # the CLI's network and its checkpoint's parameters
+    state = exercise.state_dict()
+    x = torch.randn(5, SIZES[0])
+    with use_backend("reference"):
+        model = tnn.MLP.from_exercise_state_dict(state)
+        sequential = model.to_sequential()
+        probabilities = exercise.forward(x)
+        logits = model(x)
+    assert model.sizes == SIZES and type(sequential) is nn.Sequential
+    assert [type(m) for m in sequential] == [nn.Linear, nn.Sigmoid, nn.Linear, nn.Sigmoid, nn.Linear]
+    torch.testing.assert_close(torch.softmax(logits, 1), probabilities, **FP32_TOLERANCE)
+    torch.testing.assert_close(sequential(x), logits.detach(), **FP32_TOLERANCE)
+
+    back = model.to_exercise_state_dict()
+    assert back.keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(back[key], value) and back[key].is_contiguous()
+    # The copies are the model's own: training it leaves the state and the Sequential.
+    with torch.no_grad():
+        model.layers[0].weight.add_(1.0)
+    assert torch.equal(model.to_sequential()[0].weight, model.layers[0].weight)
+    assert not torch.equal(sequential[0].weight, model.layers[0].weight)
+
+
+def test_bad_exercise_states_are_named():
+    state = tritonnet.MLP(8, 0.1, SIZES).state_dict()
+    model = tnn.MLP(SIZES)
+    cases = [
+        ([1, 2], TypeError, "state must be a mapping of names to tensors, got list"),
+        ({}, ValueError, "state is missing 'linears.0.weight'"),
+        ({**state, "linears.1.weight": state["linears.1.weight"][:3]}, ValueError,
+         "state['linears.1.weight'] must have 5 rows, got shape (3, 4)"),
+    ]
+    for bad, error, message in cases:
+        with pytest.raises(error, match=re.escape(message)):
+            tnn.MLP.from_exercise_state_dict(bad)
+    loads = [
+        ({k: v for k, v in state.items() if k != "linears.2.bias"}, ValueError,
+         "state is missing 'linears.2.bias'"),
+        ({**state, "linears.0.bias": [0.0] * 5}, TypeError, "state['linears.0.bias'] must be a torch.Tensor"),
+        ({**state, "linears.0.weight": state["linears.0.weight"].t()}, ValueError,
+         "state['linears.0.weight'] has shape (5, 6), expected (6, 5)"),
+        ({**state, "linears.3.weight": torch.zeros(3, 2)}, ValueError, "state has keys this network"),
+    ]
+    for bad, error, message in loads:
+        with pytest.raises(error, match=re.escape(message)):
+            model.load_exercise_state_dict(bad)
+

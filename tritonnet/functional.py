@@ -2,9 +2,10 @@
 
 Weights have nn.Linear's layout, `[out_features, in_features]`, and every function
 is differentiable: the forward runs one fused operation, the backward calls
-`linear_backward` from the same backend (see `tritonnet.library_ops`, which also
-makes these functions traceable by `torch.compile` without a graph break, and
-routes eager calls around the dispatcher).
+`linear_backward` from the same backend. Eager calls run one
+`torch.autograd.Function` per operation (`tritonnet.functions`); under
+`torch.compile` the same operations are custom ops (`tritonnet.library_ops`),
+which Dynamo traces without a graph break.
 
 - Leading dimensions: inputs `[..., features]` are flattened to rows and the
   result is shaped back, as `torch.nn.functional.linear` does.
@@ -14,24 +15,28 @@ routes eager calls around the dispatcher).
   the autocast dtype (bf16 or fp16), as torch's own matmuls do; the kernels
   accumulate in fp32 and round once. Softmax and cross-entropy compute in fp32
   for half-precision inputs, and their loss is fp32 (fp64 only for fp64 logits).
-- Not supported: double backward, and cross-entropy options (class weights,
-  `ignore_index`, label smoothing, reductions other than the mean).
+- Double backward (`create_graph=True`, gradients of gradients): supported; that
+  backward runs PyTorch's own differentiable ops rather than the fused ones.
+- Not supported: cross-entropy options (class weights, `ignore_index`, label
+  smoothing, reductions other than the mean).
 """
 
 from __future__ import annotations
 
 import torch
 
-from tritonnet import checks, library_ops
+from tritonnet import checks, functions, library_ops
 
 
-def _to_autocast_dtype(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+def _to_autocast_dtype(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Cast to the autocast dtype where autocast is on for these tensors' device."""
-    device_type = tensors[0].device.type
+    device_type = x.device.type
     if not torch.is_autocast_enabled(device_type):
-        return tensors
+        return x, weight, bias
     dtype = torch.get_autocast_dtype(device_type)
-    return tuple(None if t is None else t.to(dtype) for t in tensors)
+    return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
 def _check_linear_arguments(
@@ -40,7 +45,13 @@ def _check_linear_arguments(
     x = checks.check_float_tensor("x", x)
     if x.dim() < 1:
         raise ValueError("x must have at least 1 dimension [..., in_features], got a 0-dim tensor")
-    weight = checks.check_matrix("weight", weight, cols=x.shape[-1])
+    weight = checks.check_matrix("weight", weight)
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"x (the input) must have weight's in_features, {weight.shape[1]}, as its last "
+            f"dimension (weight is [out_features, in_features] = {list(weight.shape)}), "
+            f"got x of shape {tuple(x.shape)}"
+        )
     if bias is not None:
         bias = checks.check_float_tensor("bias", bias)
         if bias.shape != (weight.shape[0],):
@@ -48,10 +59,19 @@ def _check_linear_arguments(
                 f"bias must have shape ({weight.shape[0]},) (weight's out_features), "
                 f"got {tuple(bias.shape)}"
             )
-    checks.check_same_device(x=x, weight=weight, bias=bias)
+    # Compared directly on the hot path; the named checks only say which differs.
+    if x.device != weight.device or (bias is not None and bias.device != x.device):
+        checks.check_same_device(x=x, weight=weight, bias=bias)
     x, weight, bias = _to_autocast_dtype(x, weight, bias)
-    checks.check_same_dtype(x=x, weight=weight, bias=bias)
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        checks.check_same_dtype(x=x, weight=weight, bias=bias)
     return x, weight, bias
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """`x` as 2-D rows `[M, features]`. A 2-D `x` is returned as it is: a reshape
+    would add a view node to the autograd graph, at a cost on every step."""
+    return x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
 
 
 def _check_target(target: object, logits_shape: torch.Size, device: torch.device) -> torch.Tensor:
@@ -68,16 +88,19 @@ def _check_target(target: object, logits_shape: torch.Size, device: torch.device
     # torch.compile. Unchecked, an index out of range gives a NaN loss (the Triton
     # kernels) or an indexing error (the reference), never a read out of bounds.
     check_range = target.device.type == "cpu" and not torch.compiler.is_compiling()
-    rows = target.reshape(-1)
+    rows = target if target.dim() == 1 else target.reshape(-1)
     checks.check_labels("target", rows, rows.shape[0], logits_shape[-1], check_range=check_range)
     return rows.long()
 
 
 def _linear(x: object, weight: object, bias: object, activation: str) -> torch.Tensor:
     x, weight, bias = _check_linear_arguments(x, weight, bias)
-    rows = x.reshape(-1, x.shape[-1])
-    output = library_ops.call(library_ops.linear, rows, weight, bias, activation)
-    return output.reshape(*x.shape[:-1], weight.shape[0])
+    rows = _rows(x)
+    if torch.compiler.is_compiling():
+        output = library_ops.linear(rows, weight, bias, activation)
+    else:
+        output = functions.Linear.apply(rows, weight, bias, activation)
+    return output if x.dim() == 2 else output.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -108,7 +131,10 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     # The operation works on contiguous rows: the softmax dimension goes last.
     moved = x.movedim(dim, -1)
     rows = moved.reshape(-1, moved.shape[-1]).contiguous()
-    probabilities = library_ops.call(library_ops.softmax, rows)
+    if torch.compiler.is_compiling():
+        probabilities = library_ops.softmax(rows)
+    else:
+        probabilities = functions.Softmax.apply(rows)
     return probabilities.reshape(moved.shape).movedim(-1, dim)
 
 
@@ -123,9 +149,10 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if logits.dim() < 1:
         raise ValueError("logits must have at least 1 dimension [..., classes], got a 0-dim tensor")
     target = _check_target(target, logits.shape, logits.device)
-    rows = logits.reshape(-1, logits.shape[-1]).contiguous()
-    loss, _, _ = library_ops.call(library_ops.cross_entropy, rows, target)
-    return loss
+    rows = _rows(logits).contiguous()
+    if torch.compiler.is_compiling():
+        return library_ops.cross_entropy(rows, target)[0]
+    return functions.CrossEntropy.apply(rows, target)
 
 
 def linear_cross_entropy(
@@ -139,6 +166,7 @@ def linear_cross_entropy(
     """
     x, weight, bias = _check_linear_arguments(x, weight, bias)
     target = _check_target(target, x.shape[:-1] + (weight.shape[0],), x.device)
-    rows = x.reshape(-1, x.shape[-1])
-    loss, _, _ = library_ops.call(library_ops.linear_cross_entropy, rows, weight, bias, target)
-    return loss
+    rows = _rows(x)
+    if torch.compiler.is_compiling():
+        return library_ops.linear_cross_entropy(rows, weight, bias, target)[0]
+    return functions.LinearCrossEntropy.apply(rows, weight, bias, target)

@@ -1,22 +1,15 @@
-"""tritonnet's operations as `torch.library` custom ops, differentiable and traceable.
+"""tritonnet's operations as `torch.library` custom ops: the route under `torch.compile`.
 
-`tritonnet.functional` calls these ops, never the backends directly, for two
-reasons:
-- **Autograd.** Each forward op has its backward registered with
-  `register_autograd`, which wraps the pair in an `autograd.Function`: the forward
-  runs the fused op, the backward calls `linear_backward` from the same backend.
-- **torch.compile.** Dynamo cannot look inside a Triton launch, and would break the
-  graph at every call. A custom op is one opaque node with a fake implementation
-  (`register_fake`) that gives the output shapes and dtypes, so `torch.compile`
-  traces a whole model, forward and backward, in one graph.
+Dynamo cannot look inside a Triton launch, and would break the graph at every
+call. A custom op is one opaque node with a fake implementation
+(`register_fake`) that gives the output shapes and dtypes, so `torch.compile`
+traces a whole model, forward and backward, in one graph. Each forward op has
+its backward registered with `register_autograd`; the linear layers' backward is
+the `linear_backward` op, so that it too is one node.
 
-**Eager calls skip the dispatcher.** A custom op's call goes through torch's
-dispatcher twice (the autograd key, then the backend key) and through Python glue
-on each side: on the CPU about 50 µs per forward and 100 µs per backward, more than
-the work of a small layer. Outside `torch.compile`, `tritonnet.functional` calls
-`eager(op)` instead, an `autograd.Function` built from the same implementation,
-`setup_context` and backward (`_EAGER`); its backward calls the implementations
-directly too. The results are the same; only the route differs.
+`tritonnet.functional` calls these ops only while Dynamo traces. Eager calls take
+the `autograd.Function`s of `tritonnet.functions`, which run the same backend
+operations without the dispatcher's overhead; the results are the same.
 
 The ops are `custom_op`s, not `triton_op`s: their bodies dispatch at run time through
 `tritonnet.backend.ops_for` (Triton or the PyTorch reference, by device and the
@@ -36,11 +29,7 @@ from __future__ import annotations
 import torch
 
 from tritonnet.backend import ops_for
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp32 for half-precision tensors, their own dtype for fp32 and fp64."""
-    return torch.promote_types(dtype, torch.float32)
+from tritonnet.functions import compute_dtype, linear_gradients, softmax_backward
 
 
 # --- linear (+ sigmoid) ---------------------------------------------------------
@@ -67,19 +56,9 @@ def _linear_backward(grad_output, x, weight, output, activation, need_grad_input
     With the sigmoid, `output` is the saved forward output: the backend folds
     `grad_output * output * (1 - output)` into its gradient products.
     """
-    grad_input, grad_weight, grad_bias = ops_for(grad_output, x, weight, output).linear_backward(
-        grad_output,
-        x,
-        weight.t(),
-        output,
-        activation,
-        1.0,
-        need_grad_input=need_grad_input,
-        need_grad_bias=need_grad_bias,
-    )
-    # The backend returns grad_weight `[in, out]`; its transpose is nn.Linear's
-    # layout, and `.contiguous()` copies only if the backend laid it out the other way.
-    return grad_input, grad_weight.t().contiguous(), grad_bias
+    ops = ops_for(grad_output, x, weight, output)
+    needs = (need_grad_input, True, need_grad_bias)
+    return linear_gradients(ops, grad_output, x, weight, output, activation, needs)
 
 
 linear_backward = torch.library.custom_op(
@@ -98,28 +77,19 @@ def _linear_backward_fake(grad_output, x, weight, output, activation, need_grad_
 
 
 def _linear_setup_context(ctx, inputs, output):
-    x, weight, bias, activation = inputs
+    x, weight, _, activation = inputs
     ctx.activation = activation
-    ctx.has_bias = bias is not None
     # The sigmoid's backward reads the saved output instead of recomputing it.
     ctx.save_for_backward(x, weight, output if activation == "sigmoid" else None)
 
 
-def _linear_autograd_backward(ctx, grad_output, backward=linear_backward):
+def _linear_autograd_backward(ctx, grad_output):
     x, weight, output = ctx.saved_tensors
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-    grad_input, grad_weight, grad_bias = _linear_grads(
-        backward, grad_output, x, weight, output, ctx.activation, need_input, need_bias and ctx.has_bias
+    grad_input, grad_weight, grad_bias = linear_backward(
+        grad_output, x, weight, output, ctx.activation, need_input, need_bias
     )
     return grad_input, grad_weight if need_weight else None, grad_bias, None
-
-
-def _linear_grads(backward, grad_output, x, weight, output, activation, need_input, need_bias):
-    """`backward` (the `linear_backward` op, or its implementation on the eager
-    route) on a contiguous `grad_output`: a gradient that autograd hands in may be a
-    broadcast view (stride 0, from a `.sum()`, say), and the backends expect plain
-    row-major rows."""
-    return backward(grad_output.contiguous(), x, weight, output, activation, need_input, need_bias)
 
 
 linear.register_autograd(_linear_autograd_backward, setup_context=_linear_setup_context)
@@ -145,14 +115,8 @@ def _softmax_setup_context(ctx, inputs, output):
 
 
 def _softmax_autograd_backward(ctx, grad_output):
-    # The backends have no softmax-backward op: it is one row reduction and two
-    # element-wise ops, `p * (g - sum(g * p))`, left to PyTorch (and to Inductor's
-    # fusion when compiled), in fp32 for half-precision inputs.
     (probabilities,) = ctx.saved_tensors
-    dtype = _compute_dtype(probabilities.dtype)
-    p, g = probabilities.to(dtype), grad_output.to(dtype)
-    grad_input = p * (g - (g * p).sum(dim=1, keepdim=True))
-    return grad_input.to(probabilities.dtype)
+    return softmax_backward(probabilities, grad_output)
 
 
 softmax.register_autograd(_softmax_autograd_backward, setup_context=_softmax_setup_context)
@@ -181,7 +145,7 @@ cross_entropy = torch.library.custom_op("tritonnet::cross_entropy", mutates_args
 
 @cross_entropy.register_fake
 def _cross_entropy_fake(logits, target):
-    loss = logits.new_empty((), dtype=_compute_dtype(logits.dtype))
+    loss = logits.new_empty((), dtype=compute_dtype(logits.dtype))
     return loss, logits.new_empty(logits.shape), logits.new_empty(logits.shape)
 
 
@@ -230,20 +194,17 @@ def _linear_cross_entropy_fake(x, weight, bias, target):
 
 
 def _linear_cross_entropy_setup_context(ctx, inputs, output):
-    x, weight, bias, _ = inputs
+    x, weight, _, _ = inputs
     _, probabilities, grad_logits = output
-    ctx.has_bias = bias is not None
     ctx.mark_non_differentiable(probabilities, grad_logits)
     ctx.save_for_backward(x, weight, grad_logits)
 
 
-def _linear_cross_entropy_autograd_backward(
-    ctx, grad_loss, grad_probabilities, grad_grad_logits, backward=linear_backward
-):
+def _linear_cross_entropy_autograd_backward(ctx, grad_loss, grad_probabilities, grad_grad_logits):
     x, weight, grad_logits = ctx.saved_tensors
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-    grad_input, grad_weight, grad_bias = _linear_grads(
-        backward, grad_logits * grad_loss, x, weight, None, "none", need_input, need_bias and ctx.has_bias
+    grad_input, grad_weight, grad_bias = linear_backward(
+        grad_logits * grad_loss, x, weight, None, "none", need_input, need_bias
     )
     return grad_input, grad_weight if need_weight else None, grad_bias, None
 
@@ -251,64 +212,3 @@ def _linear_cross_entropy_autograd_backward(
 linear_cross_entropy.register_autograd(
     _linear_cross_entropy_autograd_backward, setup_context=_linear_cross_entropy_setup_context
 )
-
-
-# --- the eager route ----------------------------------------------------------------
-
-
-def _eager_function(name, implementation, setup_context, backward, backward_op_implementation):
-    """An `autograd.Function` running `implementation` with the custom op's own
-    `setup_context` and backward, the backward calling `backward_op_implementation`
-    (the implementation of `linear_backward`, where it needs it) directly.
-
-    Its forward takes `ctx` and calls `setup_context` itself: a Function with a
-    separate `setup_context` has its arguments bound through `inspect.signature`
-    at every call, which costs more than a small layer's work."""
-
-    def forward(ctx, *inputs):
-        output = implementation(*inputs)
-        setup_context(ctx, inputs, output)
-        return output
-
-    def function_backward(ctx, *grads):
-        if backward_op_implementation is None:  # a backward that calls no op
-            return backward(ctx, *grads)
-        return backward(ctx, *grads, backward=backward_op_implementation)
-
-    return type(
-        name,
-        (torch.autograd.Function,),
-        {"forward": staticmethod(forward), "backward": staticmethod(function_backward)},
-    )
-
-
-_EAGER = {
-    linear: _eager_function(
-        "LinearFunction", _linear, _linear_setup_context, _linear_autograd_backward, _linear_backward
-    ),
-    softmax: _eager_function(
-        "SoftmaxFunction", _softmax, _softmax_setup_context, _softmax_autograd_backward, None
-    ),
-    cross_entropy: _eager_function(
-        "CrossEntropyFunction",
-        _cross_entropy,
-        _cross_entropy_setup_context,
-        _cross_entropy_autograd_backward,
-        None,
-    ),
-    linear_cross_entropy: _eager_function(
-        "LinearCrossEntropyFunction",
-        _linear_cross_entropy,
-        _linear_cross_entropy_setup_context,
-        _linear_cross_entropy_autograd_backward,
-        _linear_backward,
-    ),
-}
-
-
-def call(op, *args):
-    """`op(*args)`: through the custom op while torch.compile traces, else by the
-    eager route (`_EAGER`), which gives the same results with less overhead."""
-    if torch.compiler.is_compiling():
-        return op(*args)
-    return _EAGER[op].apply(*args)

@@ -93,30 +93,11 @@ class ModuleModel:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The parameters under the exercise's names and layout, as CPU tensors."""
-        state = {}
-        for index, layer in enumerate(self.module.layers):
-            state[f"linears.{index}.weight"] = layer.weight.detach().t().contiguous().cpu()
-            state[f"linears.{index}.bias"] = layer.bias.detach().cpu().clone()
-        return state
+        return self.module.to_exercise_state_dict()
 
-    @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Copy parameters saved by `state_dict` (either API's), checking shapes."""
-        for index, layer in enumerate(self.module.layers):
-            expected = {
-                "weight": (layer.in_features, layer.out_features),
-                "bias": (layer.out_features,),
-            }
-            for name, shape in expected.items():
-                key = f"linears.{index}.{name}"
-                if key not in state:
-                    raise ValueError(f"state is missing {key!r}")
-                if tuple(state[key].shape) != shape:
-                    raise ValueError(
-                        f"state[{key!r}] has shape {tuple(state[key].shape)}, expected {shape}"
-                    )
-            layer.weight.copy_(state[f"linears.{index}.weight"].t())
-            layer.bias.copy_(state[f"linears.{index}.bias"])
+        self.module.load_exercise_state_dict(state)
 
     def __repr__(self) -> str:
         return f"ModuleModel(sizes={self.sizes}, lr={self.lr}, grad_scale={self.grad_scale!r})"
