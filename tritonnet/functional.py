@@ -74,22 +74,24 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
 
 
-def _check_target(target: object, logits_shape: torch.Size, device: torch.device) -> torch.Tensor:
-    """Class indices shaped like the logits without their class dimension, as int64."""
+def _check_target(target: object, rows_shape: torch.Size, classes: int, device: torch.device) -> torch.Tensor:
+    """Class indices in `[0, classes)` shaped `rows_shape` (the logits without their
+    class dimension, the last), as one row of int64."""
     target = checks.check_tensor("target", target)
-    if target.shape != logits_shape[:-1]:
+    if target.shape != rows_shape:
         raise ValueError(
-            f"target must have shape {tuple(logits_shape[:-1])} (the logits without their "
+            f"target must have shape {tuple(rows_shape)} (the logits without their "
             f"class dimension, which is the last), got {tuple(target.shape)}"
         )
     if target.device != device:
         raise ValueError(f"target must be on the logits' device {device}, got {target.device}")
+    rows = target if target.dim() == 1 else target.reshape(-1)
     # Reading the values back would wait for a GPU, and cannot be traced by
     # torch.compile. Unchecked, an index out of range gives a NaN loss (the Triton
     # kernels) or an indexing error (the reference), never a read out of bounds.
-    check_range = target.device.type == "cpu" and not torch.compiler.is_compiling()
-    rows = target if target.dim() == 1 else target.reshape(-1)
-    checks.check_labels("target", rows, rows.shape[0], logits_shape[-1], check_range=check_range)
+    checks.check_labels("target", rows, rows.shape[0], classes, check_range=False)
+    if device.type == "cpu" and not torch.compiler.is_compiling():
+        checks.check_label_range("target", rows, classes)
     return rows.long()
 
 
@@ -148,7 +150,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     logits = checks.check_float_tensor("logits", logits)
     if logits.dim() < 1:
         raise ValueError("logits must have at least 1 dimension [..., classes], got a 0-dim tensor")
-    target = _check_target(target, logits.shape, logits.device)
+    target = _check_target(target, logits.shape[:-1], logits.shape[-1], logits.device)
     rows = _rows(logits).contiguous()
     if torch.compiler.is_compiling():
         return library_ops.cross_entropy(rows, target)[0]
@@ -165,7 +167,7 @@ def linear_cross_entropy(
     the logits are never handed back.
     """
     x, weight, bias = _check_linear_arguments(x, weight, bias)
-    target = _check_target(target, x.shape[:-1] + (weight.shape[0],), x.device)
+    target = _check_target(target, x.shape[:-1], weight.shape[0], x.device)
     rows = _rows(x)
     if torch.compiler.is_compiling():
         return library_ops.linear_cross_entropy(rows, weight, bias, target)[0]

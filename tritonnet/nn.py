@@ -127,19 +127,20 @@ class MLP(nn.Module):
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The output of the last hidden layer (the input of the output layer)."""
-        *hidden, _ = self.layers  # slicing a ModuleList would build a new one per call
+        *hidden, _ = self.layers  # slicing a ModuleList would build a new one at every call
         for layer in hidden:
             x = layer(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits `[..., sizes[-1]]` for inputs `[..., sizes[0]]`."""
-        return self.layers[-1](self.hidden(x))
+        *_, output_layer = self.layers
+        return output_layer(self.hidden(x))
 
     def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy against class indices `target` (shaped `x` without its
         last dimension), the output layer fused with softmax and loss."""
-        output_layer = self.layers[-1]
+        *_, output_layer = self.layers  # iterated: indexing a ModuleList costs more
         return functional.linear_cross_entropy(
             self.hidden(x), output_layer.weight, output_layer.bias, target
         )
