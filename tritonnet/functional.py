@@ -39,10 +39,32 @@ def _to_autocast_dtype(
     return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
+def _is_layer(weight: object, bias: object, features: int, x: torch.Tensor) -> bool:
+    """Whether `weight` `[out, features]` and `bias` `[out]` (or None) are tensors of
+    x's dtype on x's device: the common case, tested with plain comparisons on the
+    hot path before any check that names what is wrong."""
+    return (
+        isinstance(weight, torch.Tensor)
+        and weight.dim() == 2
+        and weight.shape[1] == features
+        and weight.dtype == x.dtype
+        and weight.device == x.device
+        and (
+            bias is None
+            or isinstance(bias, torch.Tensor)
+            and bias.shape == (weight.shape[0],)
+            and bias.dtype == x.dtype
+            and bias.device == x.device
+        )
+    )
+
+
 def _check_linear_arguments(
     x: object, weight: object, bias: object
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     x = checks.check_float_tensor("x", x)
+    if x.dim() >= 1 and not torch.is_autocast_enabled(x.device.type) and _is_layer(weight, bias, x.shape[-1], x):
+        return x, weight, bias
     if x.dim() < 1:
         raise ValueError("x must have at least 1 dimension [..., in_features], got a 0-dim tensor")
     weight = checks.check_matrix("weight", weight)
@@ -59,12 +81,9 @@ def _check_linear_arguments(
                 f"bias must have shape ({weight.shape[0]},) (weight's out_features), "
                 f"got {tuple(bias.shape)}"
             )
-    # Compared directly on the hot path; the named checks only say which differs.
-    if x.device != weight.device or (bias is not None and bias.device != x.device):
-        checks.check_same_device(x=x, weight=weight, bias=bias)
+    checks.check_same_device(x=x, weight=weight, bias=bias)
     x, weight, bias = _to_autocast_dtype(x, weight, bias)
-    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
-        checks.check_same_dtype(x=x, weight=weight, bias=bias)
+    checks.check_same_dtype(x=x, weight=weight, bias=bias)
     return x, weight, bias
 
 
@@ -77,22 +96,29 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 def _check_target(target: object, rows_shape: torch.Size, classes: int, device: torch.device) -> torch.Tensor:
     """Class indices in `[0, classes)` shaped `rows_shape` (the logits without their
     class dimension, the last), as one row of int64."""
-    target = checks.check_tensor("target", target)
-    if target.shape != rows_shape:
-        raise ValueError(
-            f"target must have shape {tuple(rows_shape)} (the logits without their "
-            f"class dimension, which is the last), got {tuple(target.shape)}"
-        )
-    if target.device != device:
-        raise ValueError(f"target must be on the logits' device {device}, got {target.device}")
+    common = (
+        isinstance(target, torch.Tensor)
+        and target.dtype == torch.int64
+        and target.shape == rows_shape
+        and target.device == device
+    )
+    if not common:
+        target = checks.check_tensor("target", target)
+        if target.shape != rows_shape:
+            raise ValueError(
+                f"target must have shape {tuple(rows_shape)} (the logits without their "
+                f"class dimension, which is the last), got {tuple(target.shape)}"
+            )
+        if target.device != device:
+            raise ValueError(f"target must be on the logits' device {device}, got {target.device}")
+        checks.check_labels("target", target.reshape(-1), target.numel(), classes, check_range=False)
     rows = target if target.dim() == 1 else target.reshape(-1)
     # Reading the values back would wait for a GPU, and cannot be traced by
     # torch.compile. Unchecked, an index out of range gives a NaN loss (the Triton
     # kernels) or an indexing error (the reference), never a read out of bounds.
-    checks.check_labels("target", rows, rows.shape[0], classes, check_range=False)
     if device.type == "cpu" and not torch.compiler.is_compiling():
         checks.check_label_range("target", rows, classes)
-    return rows.long()
+    return rows if common else rows.long()
 
 
 def _linear(x: object, weight: object, bias: object, activation: str) -> torch.Tensor:
@@ -172,3 +198,75 @@ def linear_cross_entropy(
     if torch.compiler.is_compiling():
         return library_ops.linear_cross_entropy(rows, weight, bias, target)[0]
     return functions.LinearCrossEntropy.apply(rows, weight, bias, target)
+
+
+def _check_mlp_arguments(
+    x: object, weights: object, biases: object
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
+    for name, value in (("weights", weights), ("biases", biases)):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise TypeError(f"{name} must be a non-empty list or tuple, got {value!r}")
+    if len(biases) != len(weights):
+        raise ValueError(f"biases must have one entry per weight ({len(weights)}), got {len(biases)}")
+    x, weight, bias = _check_linear_arguments(x, weights[0], biases[0])
+    checked_weights, checked_biases = [weight], [bias]
+    casting = torch.is_autocast_enabled(x.device.type)
+    for index in range(1, len(weights)):
+        weight, bias = weights[index], biases[index]
+        if casting or not _is_layer(weight, bias, checked_weights[-1].shape[0], x):
+            weight, bias = _check_hidden_layer(index, weight, bias, checked_weights[-1].shape[0], x)
+        checked_weights.append(weight)
+        checked_biases.append(bias)
+    return x, checked_weights, checked_biases
+
+
+def _check_hidden_layer(
+    index: int, weight: object, bias: object, features: int, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`weights[index]` and `biases[index]` checked, each error naming them, and cast
+    to x's dtype under autocast."""
+    weight_name, bias_name = f"weights[{index}]", f"biases[{index}]"
+    weight = checks.check_matrix(weight_name, weight)
+    if weight.shape[1] != features:
+        raise ValueError(
+            f"{weight_name} must have {features} columns (weights[{index - 1}]'s out_features), "
+            f"got shape {tuple(weight.shape)}"
+        )
+    if bias is not None:
+        bias = checks.check_float_tensor(bias_name, bias)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(
+                f"{bias_name} must have shape ({weight.shape[0]},) ({weight_name}'s out_features), "
+                f"got {tuple(bias.shape)}"
+            )
+    checks.check_same_device(x=x, **{weight_name: weight, bias_name: bias})
+    if torch.is_autocast_enabled(x.device.type):
+        weight, bias = weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
+    checks.check_same_dtype(x=x, **{weight_name: weight, bias_name: bias})
+    return weight, bias
+
+
+def mlp_cross_entropy(
+    x: torch.Tensor,
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor | None],
+    target: torch.Tensor,
+) -> torch.Tensor:
+    """Mean cross-entropy of the exercise's network: `linear_sigmoid` through every
+    layer but the last, then `linear_cross_entropy`, as one operation.
+
+    Layer i has `weights[i]` `[out_i, in_i]` (nn.Linear's layout, `in_0` the last
+    dimension of x) and `biases[i]` (a tensor or None); `target` holds class
+    indices shaped like x without its last dimension. Eagerly it is one autograd
+    node for the whole network (`tritonnet.functions.MLPCrossEntropy`); under
+    torch.compile, the layers' own operations.
+    """
+    x, weights, biases = _check_mlp_arguments(x, weights, biases)
+    target = _check_target(target, x.shape[:-1], weights[-1].shape[0], x.device)
+    rows = _rows(x)
+    if torch.compiler.is_compiling():
+        for weight, bias in zip(weights[:-1], biases[:-1]):
+            rows = library_ops.linear(rows, weight, bias, "sigmoid")
+        return library_ops.linear_cross_entropy(rows, weights[-1], biases[-1], target)[0]
+    return functions.MLPCrossEntropy.apply(rows, target, *weights, *biases)
+

@@ -13,19 +13,25 @@ What each Function keeps off the hot path:
 - It saves only what its backward reads. The linear layers save their input and
   weight, and after a sigmoid their output (the backward reads `s * (1 - s)` from
   it, never recomputing the sigmoid). The losses save the gradient of the mean
-  loss over the logits, which their fused forward computes anyway, and the inputs
-  that a double backward recomputes it from (references, not copies).
+  loss over the logits, which their fused forward computes anyway. The inputs a
+  double backward would recompute from are saved too: references, not copies.
 - It returns only differentiable outputs, so autograd materializes no zero
   gradients for the probabilities the fused losses also compute.
 
-Double backward (`create_graph=True`): the backward then runs differentiable
-PyTorch ops instead of the backend's fused ones (no kernels), so that a gradient
-of a gradient is right; the first-order backward stays on the backend.
+`MLPCrossEntropy` is the exercise's whole network and its loss as one operation,
+one autograd node where a chain of layers would make one per layer: each node of
+a Python Function costs its own call into Python in the forward and again in the
+backward, which at the exercise's sizes is as much as a small layer's work.
+
+Double backward (`create_graph=True`): the backward then recomputes the operation
+from PyTorch's own differentiable ops and differentiates that (`_twin_gradients`),
+so a gradient of a gradient is right; the first-order backward stays fused.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from tritonnet.backend import ops_for
 
@@ -47,23 +53,56 @@ def softmax_backward(probabilities: torch.Tensor, grad_output: torch.Tensor) -> 
     return (p * (g - (g * p).sum(dim=1, keepdim=True))).to(probabilities.dtype)
 
 
-def _composed_linear_backward(grad_output, x, weight, output, activation, needs):
-    """`linear`'s gradients from differentiable PyTorch ops, for a double backward."""
+def _twin_gradients(twin, inputs, needs, grad_output):
+    """The gradients of `twin(*inputs)`, the operation written in PyTorch's own ops,
+    for the inputs where `needs` is true, as a graph that can be differentiated
+    again: the backward of a double backward."""
+    wanted = [tensor for tensor, need in zip(inputs, needs) if need]
+    with torch.enable_grad():
+        grads = iter(torch.autograd.grad(twin(*inputs), wanted, grad_output, create_graph=True))
+    return tuple(next(grads) if need else None for need in needs)
+
+
+def _linear_twin(activation):
+    if activation == "sigmoid":
+        return lambda x, weight, bias: torch.sigmoid(F.linear(x, weight, bias))
+    return F.linear
+
+
+def _cross_entropy_twin(logits, target):
+    return F.cross_entropy(logits.to(compute_dtype(logits.dtype)), target)
+
+
+def _mlp_cross_entropy_twin(x, target, *parameters):
+    """`MLPCrossEntropy` in PyTorch's own ops."""
+    layers = len(parameters) // 2
+    for weight, bias in zip(parameters[: layers - 1], parameters[layers:-1]):
+        x = torch.sigmoid(F.linear(x, weight, bias))
+    return _cross_entropy_twin(F.linear(x, parameters[layers - 1], parameters[-1]), target)
+
+
+def linear_gradients(ops, grad_output, x, weight, output, activation, needs, out_grad_input=None):
+    """`(grad_input, grad_weight, grad_bias)` from the backend's `linear_backward`,
+    each None where `needs` (autograd's `needs_input_grad`) says it is not wanted.
+
+    The backend returns grad_weight `[in, out]`; its transpose has nn.Linear's
+    shape, and the layout of the weight's own transpose where the backend allocates
+    it like the weight (the reference does), so autograd hands it to `.grad`
+    without a copy.
+    """
     need_input, need_weight, need_bias = needs
-    dz = grad_output * output * (1 - output) if activation == "sigmoid" else grad_output
-    return (
-        dz @ weight if need_input else None,
-        dz.t() @ x if need_weight else None,
-        dz.sum(dim=0) if need_bias else None,
+    grad_input, grad_weight, grad_bias = ops.linear_backward(
+        grad_output,
+        x,
+        weight.t(),
+        output,
+        activation,
+        1.0,
+        need_grad_input=need_input,
+        need_grad_bias=need_bias,
+        out_grad_input=out_grad_input,
     )
-
-
-def _composed_mean_cross_entropy_gradient(logits, target, grad_loss):
-    """`grad_loss * (softmax(z) - onehot(target)) / rows`, differentiable in z."""
-    probabilities = torch.softmax(logits.to(compute_dtype(logits.dtype)), dim=1)
-    one_hot = torch.nn.functional.one_hot(target, logits.shape[1])
-    gradient = (probabilities - one_hot) * (grad_loss / max(logits.shape[0], 1))
-    return gradient.to(logits.dtype)
+    return grad_input, grad_weight.t() if need_weight else None, grad_bias
 
 
 class Linear(torch.autograd.Function):
@@ -75,39 +114,20 @@ class Linear(torch.autograd.Function):
         # The backends take the weight `[in, out]`: the view, without a copy.
         output = ops.linear_forward(x, weight.t(), bias, activation)
         ctx.ops, ctx.activation = ops, activation
-        ctx.save_for_backward(x, weight, output if activation == "sigmoid" else None)
+        ctx.save_for_backward(x, weight, bias, output if activation == "sigmoid" else None)
         return output
 
     @staticmethod
     def backward(ctx, grad_output):
-        x, weight, output = ctx.saved_tensors
+        x, weight, bias, output = ctx.saved_tensors
         needs = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():
-            return (*_composed_linear_backward(grad_output, x, weight, output, ctx.activation, needs), None)
-        return (*linear_gradients(ctx.ops, grad_output, x, weight, output, ctx.activation, needs), None)
-
-
-def linear_gradients(ops, grad_output, x, weight, output, activation, needs):
-    """`(grad_input, grad_weight, grad_bias)` from the backend's `linear_backward`,
-    each None where `needs` (autograd's `needs_input_grad`) says it is not wanted.
-
-    grad_output goes in contiguous: autograd may hand in a broadcast view (stride
-    0, from a `.sum()`), and the backends expect row-major rows. The backend
-    returns grad_weight `[in, out]`; its transpose is nn.Linear's layout, and
-    `.contiguous()` copies only if the backend laid it out the other way.
-    """
-    need_input, need_weight, need_bias = needs
-    grad_input, grad_weight, grad_bias = ops.linear_backward(
-        grad_output.contiguous(),
-        x,
-        weight.t(),
-        output,
-        activation,
-        1.0,
-        need_grad_input=need_input,
-        need_grad_bias=need_bias,
-    )
-    return grad_input, grad_weight.t().contiguous() if need_weight else None, grad_bias
+            twin = _linear_twin(ctx.activation)
+            return (*_twin_gradients(twin, (x, weight, bias), needs, grad_output), None)
+        # Contiguous: autograd may hand in a broadcast view (stride 0, from a `.sum()`),
+        # and the backends expect row-major rows.
+        grads = linear_gradients(ctx.ops, grad_output.contiguous(), x, weight, output, ctx.activation, needs)
+        return (*grads, None)
 
 
 class Softmax(torch.autograd.Function):
@@ -144,7 +164,7 @@ class CrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_logits, logits, target = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return _composed_mean_cross_entropy_gradient(logits, target, grad_loss), None
+            return _twin_gradients(_cross_entropy_twin, (logits, target), (True, False), grad_loss)
         return grad_logits * grad_loss, None
 
 
@@ -167,7 +187,79 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_logits, x, weight, bias, target = ctx.saved_tensors
         needs = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():
-            logits = torch.nn.functional.linear(x, weight, bias)
-            grad_logits = _composed_mean_cross_entropy_gradient(logits, target, grad_loss).to(x.dtype)
-            return (*_composed_linear_backward(grad_logits, x, weight, None, "none", needs), None)
-        return (*linear_gradients(ctx.ops, grad_logits * grad_loss, x, weight, None, "none", needs), None)
+            twin = lambda x, weight, bias: _cross_entropy_twin(F.linear(x, weight, bias), target)  # noqa: E731
+            return (*_twin_gradients(twin, (x, weight, bias), needs, grad_loss), None)
+        grads = linear_gradients(ctx.ops, grad_logits * grad_loss, x, weight, None, "none", needs)
+        return (*grads, None)
+
+
+def _hidden_buffer(rows: int, features: int, like: torch.Tensor) -> torch.Tensor | None:
+    """Where a hidden layer's output `[rows, features]` is written, if it feeds
+    another hidden layer: on the CPU, stored feature-major (`[features, rows]` in
+    memory, the same values); elsewhere None, for the backend to allocate row-major.
+
+    Why: BLAS on the CPU splits the first layer's GEMM, and the next layer's input
+    gradient, over the cores better in this order. The output layer's GEMM reads
+    its input faster row-major, so the last hidden output stays row-major. The
+    tensors never leave `MLPCrossEntropy`, so no caller sees the order.
+    """
+    if like.device.type != "cpu":
+        return None
+    return torch.empty(features, rows, dtype=like.dtype, device=like.device).t()
+
+
+class MLPCrossEntropy(torch.autograd.Function):
+    """The exercise's network and its mean loss as one operation: `Linear` with the
+    sigmoid through each hidden layer, then `LinearCrossEntropy`.
+
+    `parameters` are the weights `[out, in]` of every layer, then their biases (each
+    a tensor or None). The forward runs the backend's fused ops layer by layer and
+    saves every layer's input; the backward runs `linear_backward` from the last
+    layer to the first, with no autograd node between the layers.
+    """
+
+    @staticmethod
+    def forward(ctx, x, target, *parameters):
+        layers = len(parameters) // 2
+        weights, biases = parameters[:layers], parameters[layers:]
+        ops = ops_for(x, target)  # `functional` checked that the parameters match x
+        activations = [x]
+        for index in range(layers - 1):
+            weight = weights[index]
+            out = _hidden_buffer(x.shape[0], weight.shape[0], x) if index < layers - 2 else None
+            activations.append(ops.linear_forward(activations[-1], weight.t(), biases[index], "sigmoid", out=out))
+        _, loss, grad_logits = ops.linear_cross_entropy(
+            activations[-1], weights[-1].t(), biases[-1], target, 1.0 / max(x.shape[0], 1)
+        )
+        ctx.ops = ops
+        ctx.save_for_backward(grad_logits, target, *activations, *parameters)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_logits, target, *saved = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        layers = len(needs[2:]) // 2
+        activations, parameters = saved[:layers], saved[layers:]
+        if torch.is_grad_enabled():
+            inputs = (activations[0], target, *parameters)
+            return _twin_gradients(_mlp_cross_entropy_twin, inputs, needs, grad_loss)
+        grads = [None] * (2 * layers)
+        grad = grad_logits * grad_loss
+        for index in reversed(range(layers)):
+            hidden = index < layers - 1
+            need_input = index > 0 or needs[0]
+            layer_needs = (need_input, needs[2 + index], needs[2 + layers + index])
+            # The gradient of a hidden output is laid out as the forward laid it out.
+            out = _hidden_buffer(*activations[index].shape, grad) if 0 < index < layers - 1 else None
+            grad, grads[index], grads[layers + index] = linear_gradients(
+                ctx.ops,
+                grad,
+                activations[index],
+                parameters[index],
+                activations[index + 1] if hidden else None,
+                "sigmoid" if hidden else "none",
+                layer_needs,
+                out_grad_input=out,
+            )
+        return (grad, None, *grads)

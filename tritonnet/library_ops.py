@@ -58,7 +58,13 @@ def _linear_backward(grad_output, x, weight, output, activation, need_grad_input
     """
     ops = ops_for(grad_output, x, weight, output)
     needs = (need_grad_input, True, need_grad_bias)
-    return linear_gradients(ops, grad_output, x, weight, output, activation, needs)
+    # Contiguous: autograd may hand in a broadcast view (stride 0, from a `.sum()`),
+    # and the backends expect row-major rows; the gradients are returned contiguous,
+    # as the fake implementation says.
+    grad_input, grad_weight, grad_bias = linear_gradients(
+        ops, grad_output.contiguous(), x, weight, output, activation, needs
+    )
+    return grad_input, grad_weight.contiguous(), grad_bias
 
 
 linear_backward = torch.library.custom_op(

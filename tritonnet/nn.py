@@ -139,11 +139,12 @@ class MLP(nn.Module):
 
     def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy against class indices `target` (shaped `x` without its
-        last dimension), the output layer fused with softmax and loss."""
-        *_, output_layer = self.layers  # iterated: indexing a ModuleList costs more
-        return functional.linear_cross_entropy(
-            self.hidden(x), output_layer.weight, output_layer.bias, target
-        )
+        last dimension): the whole network, softmax and loss as one fused operation
+        (`functional.mlp_cross_entropy`), so the layers' own forward hooks are not
+        called here; `forward` calls them."""
+        weights = [layer.weight for layer in self.layers]
+        biases = [layer.bias for layer in self.layers]
+        return functional.mlp_cross_entropy(x, weights, biases, target)
 
     def extra_repr(self) -> str:
         return f"sizes={self.sizes}"

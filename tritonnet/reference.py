@@ -49,14 +49,14 @@ def linear_forward(
         )
         # Rounded once, to `out`'s dtype (fp32 logits may be asked for) or x's.
         return _store(result, out, x.dtype)
-    if out is None:
-        out = _empty(x.shape[0], weight.shape[1], x)
-    if bias is None:
+    if out is None:  # the op allocates its own result: one call fewer
+        out = torch.mm(x, weight) if bias is None else torch.addmm(bias, x, weight)
+    elif bias is None:
         torch.mm(x, weight, out=out)
     else:
         torch.addmm(bias, x, weight, out=out)
     if activation == "sigmoid":
-        torch.sigmoid(out, out=out)
+        out.sigmoid_()
     return out
 
 
@@ -67,7 +67,7 @@ def _pre_activation_gradient(
     if activation == "sigmoid":
         # From the saved output, in one pass (ATen's own sigmoid derivative; two
         # element-wise ops would read and write the tile twice).
-        return torch.ops.aten.sigmoid_backward(grad_output, output)
+        return torch.ops.aten.sigmoid_backward.default(grad_output, output)
     return grad_output
 
 
@@ -120,18 +120,18 @@ def linear_backward(
     grad_bias = None
     if need_grad_bias:
         if out_grad_bias is None:
-            out_grad_bias = torch.empty(dz.shape[1], dtype=weight.dtype, device=dz.device)
-        torch.sum(dz, dim=0, out=out_grad_bias)
+            grad_bias = dz.sum(dim=0)
+        else:
+            grad_bias = torch.sum(dz, dim=0, out=out_grad_bias)
         if scale != 1.0:
-            out_grad_bias.mul_(scale)
-        grad_bias = out_grad_bias
+            grad_bias.mul_(scale)
 
     grad_input = None
     if need_grad_input:
         if out_grad_input is None:
-            out_grad_input = _empty(dz.shape[0], weight.shape[0], x)
-        torch.mm(dz, weight.t(), out=out_grad_input)
-        grad_input = out_grad_input
+            grad_input = torch.mm(dz, weight.t())
+        else:
+            grad_input = torch.mm(dz, weight.t(), out=out_grad_input)
     return grad_input, out_grad_weight, grad_bias
 
 
@@ -227,10 +227,13 @@ def cross_entropy(
     A target outside `[0, N)` raises (torch's nll_loss checks it).
     """
     target = target.long()
-    log_probabilities = torch.log_softmax(_at_least_fp32(logits), dim=1)
+    compute_dtype = torch.promote_types(logits.dtype, torch.float32)  # cast inside the op
+    log_probabilities = torch.log_softmax(logits, dim=1, dtype=compute_dtype)
     loss = torch.nn.functional.nll_loss(log_probabilities, target)
     probabilities = log_probabilities.exp_()
-    grad_logits = probabilities - torch.nn.functional.one_hot(target, logits.shape[1])
+    # p - onehot(target), the 1 subtracted in place at each target (one_hot would
+    # check the targets' range again, and build a whole int64 matrix).
+    grad_logits = probabilities.clone().scatter_(1, target.unsqueeze(1), -1.0, reduce="add")
     if scale != 1.0:
         grad_logits.mul_(scale)
     return (
@@ -253,14 +256,16 @@ def linear_cross_entropy(
     """The output layer fused with `cross_entropy`: logits `z = x @ weight + bias`
     (computed in at least fp32), then probabilities, mean loss and `grad_logits`
     as `cross_entropy` gives them, in x's dtype."""
-    logits = linear_forward(
-        _at_least_fp32(x), _at_least_fp32(weight), None if bias is None else _at_least_fp32(bias)
-    )
-    probabilities, loss, grad_logits = cross_entropy(logits, target, scale)
+    dtype = x.dtype
+    if dtype in _LOW_PRECISION:
+        x, weight, bias = x.float(), weight.float(), None if bias is None else bias.float()
+    probabilities, loss, grad_logits = cross_entropy(linear_forward(x, weight, bias), target, scale)
+    if out_probabilities is None and out_grad_logits is None and probabilities.dtype == dtype:
+        return probabilities, loss, grad_logits  # the common case, with nothing to store
     return (
-        _store(probabilities, out_probabilities, x.dtype),
+        _store(probabilities, out_probabilities, dtype),
         loss,
-        _store(grad_logits, out_grad_logits, x.dtype),
+        _store(grad_logits, out_grad_logits, dtype),
     )
 
 
