@@ -124,6 +124,11 @@ def _double_backward_cases():
             lambda *args: functional.linear_cross_entropy(*args, target),
             linear_inputs,
         ),
+        "mlp_cross_entropy": (
+            lambda x, w0, b0, w1, b1: functional.mlp_cross_entropy(x, [w0, w1], [b0, b1], target),
+            lambda: (*linear_inputs(), torch.randn(3, 2, dtype=torch.float64, requires_grad=True),
+                     torch.randn(3, dtype=torch.float64, requires_grad=True)),
+        ),
     }
     return [pytest.param(fn, make_inputs, id=name) for name, (fn, make_inputs) in cases.items()]
 
@@ -212,6 +217,106 @@ def test_loss_gradient_follows_the_incoming_gradient(backend):
         (x, weight),
         (),
     )
+
+
+# --- the whole network as one operation ------------------------------------------------
+
+
+def mlp_oracle(x, *parameters, target):
+    layers = len(parameters) // 2
+    for weight, bias in zip(parameters[: layers - 1], parameters[layers:-1]):
+        x = sigmoid_linear_oracle(x, weight, bias)
+    logits = F.linear(x, parameters[layers - 1], parameters[-1])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+
+def mlp_inputs(x_shape, sizes=(7, 6, 5, 4), use_bias=True):
+    x = torch.randn(*x_shape, sizes[0], requires_grad=True, device=DEVICE)
+    weights = [
+        torch.randn(n_out, n_in, requires_grad=True, device=DEVICE) for n_in, n_out in zip(sizes, sizes[1:])
+    ]
+    biases = [
+        torch.randn(n_out, requires_grad=True, device=DEVICE) if use_bias else None for n_out in sizes[1:]
+    ]
+    target = torch.randint(0, sizes[-1], x_shape, device=DEVICE)
+    return x, weights, biases, target
+
+
+@pytest.mark.parametrize("x_shape", [(6,), (2, 3)], ids=["rows", "leading-dims"])
+@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no-bias"])
+def test_mlp_cross_entropy_matches_torch(backend, x_shape, use_bias):
+    x, weights, biases, target = mlp_inputs(x_shape, use_bias=use_bias)
+    layers = len(weights)
+
+    def split(tensors):
+        """`(weights, biases)` from the differentiable tensors after x."""
+        return list(tensors[:layers]), list(tensors[layers:]) if use_bias else [None] * layers
+
+    def ours(x, *tensors):
+        return functional.mlp_cross_entropy(x, *split(tensors), target)
+
+    def oracle(x, *tensors):
+        weights, biases = split(tensors)
+        return mlp_oracle(x, *weights, *biases, target=target)
+
+    present = [b for b in biases if b is not None]
+    assert_matches_oracle(ours, oracle, (x, *weights, *present), ())
+
+
+def test_mlp_cross_entropy_matches_the_chain_of_layers(backend):
+    # The one-node route (feature-major activations on the CPU) against the layers
+    # one by one, as torch.compile runs them: the same values up to fp32 rounding.
+    x, weights, biases, target = mlp_inputs((6,))
+    parameters = (*weights, *biases)
+    fused = functional.mlp_cross_entropy(x, weights, biases, target)
+    grads = torch.autograd.grad(fused, (x, *parameters))
+    hidden = x
+    for weight, bias in zip(weights[:-1], biases[:-1]):
+        hidden = functional.linear_sigmoid(hidden, weight, bias)
+    chained = functional.linear_cross_entropy(hidden, weights[-1], biases[-1], target)
+    expected = torch.autograd.grad(chained, (x, *parameters))
+    torch.testing.assert_close(fused, chained, **FP32_TOLERANCE)
+    for grad, expected_grad in zip(grads, expected):
+        torch.testing.assert_close(grad, expected_grad, **FP32_TOLERANCE)
+
+
+def _bad_mlp_calls():
+    x, weights, biases, target = (t for t in mlp_inputs((4,)))
+    weights, biases = [w.detach() for w in weights], [b.detach() for b in biases]
+    x = x.detach()
+    call = functional.mlp_cross_entropy
+    cases = [
+        ("weights must be a non-empty list or tuple", TypeError, lambda: call(x, weights[0], biases, target)),
+        ("biases must have one entry per weight (3), got 2", ValueError, lambda: call(x, weights, biases[:2], target)),
+        (
+            "x (the input) must have weight's in_features, 7",
+            ValueError,
+            lambda: call(x[:, :5], weights, biases, target),
+        ),
+        (
+            "weights[1] must have 6 columns (weights[0]'s out_features), got shape (5, 4)",
+            ValueError,
+            lambda: call(x, [weights[0], weights[1][:, :4], weights[2]], biases, target),
+        ),
+        (
+            "biases[2] must have shape (4,) (weights[2]'s out_features), got (3,)",
+            ValueError,
+            lambda: call(x, weights, [biases[0], biases[1], biases[2][:3]], target),
+        ),
+        (
+            "tensors must share one dtype, got x torch.float32, weights[1] torch.float64",
+            TypeError,
+            lambda: call(x, [weights[0], weights[1].double(), weights[2]], [biases[0], None, biases[2]], target),
+        ),
+        ("target must lie in [0, 4)", ValueError, lambda: call(x, weights, biases, target + 4)),
+    ]
+    return [pytest.param(message, error, fn, id=message) for message, error, fn in cases]
+
+
+@pytest.mark.parametrize("message, error, call", _bad_mlp_calls())
+def test_bad_mlp_arguments_are_named(message, error, call):
+    with pytest.raises(error, match=re.escape(message)):
+        call()
 
 
 # --- the custom ops under torch.library's own checks ----------------------------------

@@ -25,66 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from tritonnet import checks, functions, library_ops
-
-
-def _to_autocast_dtype(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Cast to the autocast dtype where autocast is on for these tensors' device."""
-    device_type = x.device.type
-    if not torch.is_autocast_enabled(device_type):
-        return x, weight, bias
-    dtype = torch.get_autocast_dtype(device_type)
-    return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
-
-
-def _is_layer(weight: object, bias: object, features: int, x: torch.Tensor) -> bool:
-    """Whether `weight` `[out, features]` and `bias` `[out]` (or None) are tensors of
-    x's dtype on x's device: the common case, tested with plain comparisons on the
-    hot path before any check that names what is wrong."""
-    return (
-        isinstance(weight, torch.Tensor)
-        and weight.dim() == 2
-        and weight.shape[1] == features
-        and weight.dtype == x.dtype
-        and weight.device == x.device
-        and (
-            bias is None
-            or isinstance(bias, torch.Tensor)
-            and bias.shape == (weight.shape[0],)
-            and bias.dtype == x.dtype
-            and bias.device == x.device
-        )
-    )
-
-
-def _check_linear_arguments(
-    x: object, weight: object, bias: object
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    x = checks.check_float_tensor("x", x)
-    if x.dim() >= 1 and not torch.is_autocast_enabled(x.device.type) and _is_layer(weight, bias, x.shape[-1], x):
-        return x, weight, bias
-    if x.dim() < 1:
-        raise ValueError("x must have at least 1 dimension [..., in_features], got a 0-dim tensor")
-    weight = checks.check_matrix("weight", weight)
-    if x.shape[-1] != weight.shape[1]:
-        raise ValueError(
-            f"x (the input) must have weight's in_features, {weight.shape[1]}, as its last "
-            f"dimension (weight is [out_features, in_features] = {list(weight.shape)}), "
-            f"got x of shape {tuple(x.shape)}"
-        )
-    if bias is not None:
-        bias = checks.check_float_tensor("bias", bias)
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(
-                f"bias must have shape ({weight.shape[0]},) (weight's out_features), "
-                f"got {tuple(bias.shape)}"
-            )
-    checks.check_same_device(x=x, weight=weight, bias=bias)
-    x, weight, bias = _to_autocast_dtype(x, weight, bias)
-    checks.check_same_dtype(x=x, weight=weight, bias=bias)
-    return x, weight, bias
+from tritonnet import arguments, checks, functions, library_ops
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -93,36 +34,8 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
 
 
-def _check_target(target: object, rows_shape: torch.Size, classes: int, device: torch.device) -> torch.Tensor:
-    """Class indices in `[0, classes)` shaped `rows_shape` (the logits without their
-    class dimension, the last), as one row of int64."""
-    common = (
-        isinstance(target, torch.Tensor)
-        and target.dtype == torch.int64
-        and target.shape == rows_shape
-        and target.device == device
-    )
-    if not common:
-        target = checks.check_tensor("target", target)
-        if target.shape != rows_shape:
-            raise ValueError(
-                f"target must have shape {tuple(rows_shape)} (the logits without their "
-                f"class dimension, which is the last), got {tuple(target.shape)}"
-            )
-        if target.device != device:
-            raise ValueError(f"target must be on the logits' device {device}, got {target.device}")
-        checks.check_labels("target", target.reshape(-1), target.numel(), classes, check_range=False)
-    rows = target if target.dim() == 1 else target.reshape(-1)
-    # Reading the values back would wait for a GPU, and cannot be traced by
-    # torch.compile. Unchecked, an index out of range gives a NaN loss (the Triton
-    # kernels) or an indexing error (the reference), never a read out of bounds.
-    if device.type == "cpu" and not torch.compiler.is_compiling():
-        checks.check_label_range("target", rows, classes)
-    return rows if common else rows.long()
-
-
 def _linear(x: object, weight: object, bias: object, activation: str) -> torch.Tensor:
-    x, weight, bias = _check_linear_arguments(x, weight, bias)
+    x, weight, bias = arguments.check_linear(x, weight, bias)
     rows = _rows(x)
     if torch.compiler.is_compiling():
         output = library_ops.linear(rows, weight, bias, activation)
@@ -176,9 +89,10 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     logits = checks.check_float_tensor("logits", logits)
     if logits.dim() < 1:
         raise ValueError("logits must have at least 1 dimension [..., classes], got a 0-dim tensor")
-    target = _check_target(target, logits.shape[:-1], logits.shape[-1], logits.device)
+    compiling = torch.compiler.is_compiling()
+    target = arguments.check_target(target, logits.shape[:-1], logits.shape[-1], logits.device, compiling)
     rows = _rows(logits).contiguous()
-    if torch.compiler.is_compiling():
+    if compiling:
         return library_ops.cross_entropy(rows, target)[0]
     return functions.CrossEntropy.apply(rows, target)
 
@@ -192,58 +106,13 @@ def linear_cross_entropy(
     (one kernel launch on the Triton backend for up to a block of classes), and
     the logits are never handed back.
     """
-    x, weight, bias = _check_linear_arguments(x, weight, bias)
-    target = _check_target(target, x.shape[:-1], weight.shape[0], x.device)
+    x, weight, bias = arguments.check_linear(x, weight, bias)
+    compiling = torch.compiler.is_compiling()
+    target = arguments.check_target(target, x.shape[:-1], weight.shape[0], x.device, compiling)
     rows = _rows(x)
-    if torch.compiler.is_compiling():
+    if compiling:
         return library_ops.linear_cross_entropy(rows, weight, bias, target)[0]
     return functions.LinearCrossEntropy.apply(rows, weight, bias, target)
-
-
-def _check_mlp_arguments(
-    x: object, weights: object, biases: object
-) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
-    for name, value in (("weights", weights), ("biases", biases)):
-        if not isinstance(value, (list, tuple)) or not value:
-            raise TypeError(f"{name} must be a non-empty list or tuple, got {value!r}")
-    if len(biases) != len(weights):
-        raise ValueError(f"biases must have one entry per weight ({len(weights)}), got {len(biases)}")
-    x, weight, bias = _check_linear_arguments(x, weights[0], biases[0])
-    checked_weights, checked_biases = [weight], [bias]
-    casting = torch.is_autocast_enabled(x.device.type)
-    for index in range(1, len(weights)):
-        weight, bias = weights[index], biases[index]
-        if casting or not _is_layer(weight, bias, checked_weights[-1].shape[0], x):
-            weight, bias = _check_hidden_layer(index, weight, bias, checked_weights[-1].shape[0], x)
-        checked_weights.append(weight)
-        checked_biases.append(bias)
-    return x, checked_weights, checked_biases
-
-
-def _check_hidden_layer(
-    index: int, weight: object, bias: object, features: int, x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`weights[index]` and `biases[index]` checked, each error naming them, and cast
-    to x's dtype under autocast."""
-    weight_name, bias_name = f"weights[{index}]", f"biases[{index}]"
-    weight = checks.check_matrix(weight_name, weight)
-    if weight.shape[1] != features:
-        raise ValueError(
-            f"{weight_name} must have {features} columns (weights[{index - 1}]'s out_features), "
-            f"got shape {tuple(weight.shape)}"
-        )
-    if bias is not None:
-        bias = checks.check_float_tensor(bias_name, bias)
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(
-                f"{bias_name} must have shape ({weight.shape[0]},) ({weight_name}'s out_features), "
-                f"got {tuple(bias.shape)}"
-            )
-    checks.check_same_device(x=x, **{weight_name: weight, bias_name: bias})
-    if torch.is_autocast_enabled(x.device.type):
-        weight, bias = weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
-    checks.check_same_dtype(x=x, **{weight_name: weight, bias_name: bias})
-    return weight, bias
 
 
 def mlp_cross_entropy(
@@ -261,10 +130,11 @@ def mlp_cross_entropy(
     node for the whole network (`tritonnet.functions.MLPCrossEntropy`); under
     torch.compile, the layers' own operations.
     """
-    x, weights, biases = _check_mlp_arguments(x, weights, biases)
-    target = _check_target(target, x.shape[:-1], weights[-1].shape[0], x.device)
+    x, weights, biases = arguments.check_layers(x, weights, biases)
+    compiling = torch.compiler.is_compiling()
+    target = arguments.check_target(target, x.shape[:-1], weights[-1].shape[0], x.device, compiling)
     rows = _rows(x)
-    if torch.compiler.is_compiling():
+    if compiling:
         for weight, bias in zip(weights[:-1], biases[:-1]):
             rows = library_ops.linear(rows, weight, bias, "sigmoid")
         return library_ops.linear_cross_entropy(rows, weights[-1], biases[-1], target)[0]
