@@ -7,8 +7,8 @@ torch's, and torch.optim, `torch.no_grad()`, `torch.autocast` and
 
 `LinearSigmoid` is `nn.Linear` followed by `nn.Sigmoid` in one fused operation,
 and `MLP` chains them as the exercise's network does, ending in a `Linear` that
-returns logits. `MLP.loss` fuses that output layer with the softmax and the
-cross-entropy. `MLP` also converts the exercise's state (a `tritonnet train`
+returns logits. `MLP.loss` runs the whole network with the softmax and the
+cross-entropy as one fused operation (one autograd node). `MLP` also converts the exercise's state (a `tritonnet train`
 checkpoint's parameters) both ways, and hands its weights to a plain
 `nn.Sequential` (see docs/drop-in.md).
 """
@@ -96,8 +96,9 @@ class CrossEntropyLoss(nn.Module):
 class MLP(nn.Module):
     """The exercise's network as a module: `LinearSigmoid` layers, then a `Linear`.
 
-    `forward` returns the logits (apply `Softmax` for probabilities); `loss` returns
-    the mean cross-entropy with the output layer, softmax and loss fused.
+    `forward` returns the logits (apply `Softmax` for probabilities), layer by
+    layer; `loss` returns the mean cross-entropy from the whole network, softmax
+    and loss fused into one operation.
 
     `layers[i]` has the exercise's `linears.{i}` weights, transposed: the exercise
     (`tritonnet.MLP`, and the checkpoints of `tritonnet train`) stores each weight
