@@ -32,8 +32,9 @@ data:
 	fi
 
 # The exercise's main job: 30 epochs at lr 0.1, batch 64, with the loss and accuracy figures.
+# Run again, it continues the run in runs/train (after Ctrl-C) or, if finished, redraws its figures.
 demo: setup data
-	$(BIN)/tritonnet train --epochs 30 --out runs/train
+	$(BIN)/tritonnet train --epochs 30 --out runs/train $$(test -f runs/train/checkpoint.pt && echo --resume)
 
 sweep: setup data
 	$(BIN)/tritonnet sweep --lrs 1,0.5,0.25,0.01,0.001 --epochs 30 --out runs/sweep
