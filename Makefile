@@ -32,12 +32,12 @@ data:
 	fi
 
 # The exercise's main job: 30 epochs at lr 0.1, batch 64, with the loss and accuracy figures.
-# Run again, it continues the run in runs/train (after Ctrl-C) or, if finished, redraws its figures.
+# Run again, demo and sweep continue their runs (after Ctrl-C) or, if finished, redraw the figures.
 demo: setup data
 	$(BIN)/tritonnet train --epochs 30 --out runs/train $$(test -f runs/train/checkpoint.pt && echo --resume)
 
 sweep: setup data
-	$(BIN)/tritonnet sweep --lrs 1,0.5,0.25,0.01,0.001 --epochs 30 --out runs/sweep
+	$(BIN)/tritonnet sweep --lrs 1,0.5,0.25,0.01,0.001 --epochs 30 --out runs/sweep $$(test -d runs/sweep && echo --resume)
 
 # The committed figures/: a 30-epoch run and the learning-rate sweeps on Fashion-MNIST,
 # trained again over the runs of a previous `make figures` (--overwrite).

@@ -249,37 +249,6 @@ def _run_sweep(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     return 0
 
 
-def _run_info() -> int:
-    import torch
-
-    from tritonnet import rocm
-    from tritonnet.backend import interpreter_enabled, resolve_backend, triton_available
-
-    print(f"tritonnet {__import__('tritonnet').__version__}")
-    print(f"torch {torch.__version__}")
-    if triton_available():
-        import triton
-
-        print(f"triton {triton.__version__}")
-    else:
-        print("triton not installed")
-    if torch.cuda.is_available():
-        # On a ROCm build torch.cuda answers for the AMD GPU, named by its architecture.
-        if rocm.hip_version():
-            details = f"ROCm, HIP {rocm.hip_version()}, {rocm.architecture()}"
-        else:
-            details = f"capability {torch.cuda.get_device_capability()}"
-        print(f"cuda device: {torch.cuda.get_device_name()} ({details})")
-        device = torch.device("cuda")
-    else:
-        print("cuda device: none")
-        device = torch.device("cpu")
-    print(f"TRITON_INTERPRET: {'on' if interpreter_enabled() else 'off'}")
-    print(f"backend 'auto' picks: {resolve_backend(device, 'auto')} on {device}")
-    print(f"float32 matmul precision: {torch.get_float32_matmul_precision()}")
-    return 0
-
-
 def _run_bench(bench_argv: list[str]) -> int:
     """Run the checkout's benchmarks/run.py with the flags given, in a process of its own."""
     script = Path("benchmarks") / "run.py"
@@ -307,7 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             with SignalGuard(), contextlib.ExitStack() as held:
                 return (_run_train if args.command == "train" else _run_sweep)(args, held)
         if args.command == "info":
-            return _run_info()
+            from tritonnet.info import print_info
+
+            return print_info()
         return _run_bench(argv[argv.index("bench") + 1:])
     except Interrupted as stop:
         from tritonnet.stop_report import stop_report
