@@ -11,11 +11,13 @@ exponential overflows, and the loss stays finite when p[t] underflows to 0 (the
 exercise's `-log(p)` would be inf there). grad_logits is the gradient of the
 summed loss over the logits, times `scale`. A target outside `[0, N)` gives loss
 NaN for its row and grad_logits `p * scale` (no class subtracted); it is never
-used as an address. The mean over rows is the launcher's (see
-`linear_cross_entropy.py` for why it is not summed here).
+used as an address. The mean over rows is taken in the same launch, in a fixed
+order (`loss_mean.py`): the last program to finish adds the programs' partial
+sums.
 
 Shapes and strides. z, p and grad_logits each have their own pair of strides;
-the per-row loss is a contiguous fp32 vector. z may be fp32 while p and
+the loss is a 0-dim fp32 tensor; `partials` (one fp32 slot per program) and
+`counter` (one int32, 0 between launches) are `loss_mean.py`'s workspace. z may be fp32 while p and
 grad_logits are fp16 or bf16: the fused output layer's wide path keeps its
 logits in fp32 and rounds once, at the store.
 
@@ -37,6 +39,7 @@ wide for the fused linear kernel (`linear_cross_entropy.py`).
 import triton
 import triton.language as tl
 
+from tritonnet.kernels.loss_mean import store_mean
 from tritonnet.kernels.softmax import load_row_block, online_row_statistics
 
 
@@ -47,6 +50,8 @@ def cross_entropy_kernel(
     p_ptr,
     grad_ptr,
     loss_ptr,
+    partials_ptr,
+    counter_ptr,
     M,
     N,
     stride_zm,
@@ -60,14 +65,16 @@ def cross_entropy_kernel(
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
 ):
-    """Softmax, per-row loss and loss gradient of BLOCK_ROWS rows of logits z.
+    """Softmax, loss gradient and per-row loss of BLOCK_ROWS rows of logits z; the
+    grid's last program to finish stores the mean loss.
 
     Args:
         z_ptr: z `[M, N]` logits, strides `(stride_zm, stride_zn)`.
         target_ptr: t `[M]` integer class indices, stride `stride_target`.
         p_ptr: p `[M, N]`, strides `(stride_pm, stride_pn)`; written in its own dtype.
         grad_ptr: grad_logits `[M, N]`, strides `(stride_gm, stride_gn)`.
-        loss_ptr: the per-row loss `[M]`, fp32, contiguous.
+        loss_ptr: the mean loss, a 0-dim fp32 tensor.
+        partials_ptr: fp32, at least one slot per program; counter_ptr: int32, 0.
         scale: the factor on grad_logits.
         BLOCK_ROWS, BLOCK_COLS: the tile, from `softmax.softmax_blocks`.
     """
@@ -86,7 +93,7 @@ def cross_entropy_kernel(
         z_ptr + offs_row * stride_zm + target * stride_zn, mask=mask_row & valid_target, other=0.0
     ).to(tl.float32)
     loss = tl.where(valid_target, tl.log(row_sum) - (target_logit - row_max), float("nan"))
-    tl.store(loss_ptr + offs_row, loss, mask=mask_row)
+    store_mean(tl.sum(tl.where(mask_row, loss, 0.0), axis=0), M, partials_ptr, counter_ptr, loss_ptr)
 
     for col_start in range(0, N, BLOCK_COLS):
         z = load_row_block(z_ptr, offs_row, mask_row, col_start, N, stride_zm, stride_zn, BLOCK_COLS)

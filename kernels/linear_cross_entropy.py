@@ -17,8 +17,8 @@ Two paths:
   FUSED_MAX_N, the exercise's 10 classes): everything in one launch. Each program
   owns BLOCK_M rows, builds their `[BLOCK_M, BLOCK_N]` logits in an fp32
   accumulator with `tl.dot` along K, and while the tile is still in registers adds
-  the bias, takes the softmax, the loss and the gradient, and stores p, the
-  per-row loss and grad_logits. The logits never reach memory: unfused, they are
+  the bias, takes the softmax, the loss and the gradient, and stores p and
+  grad_logits; the per-row losses go into the mean (below). The logits never reach memory: unfused, they are
   written by the matmul, read by the softmax, and p is read again by the loss and
   again by its gradient.
 - for wider rows, the linear forward kernel writes the logits in fp32, and the
@@ -26,15 +26,17 @@ Two paths:
   `softmax.py` for each row's maximum and sum, then a second pass that writes p
   and grad_logits.
 
-The mean over rows of the per-row loss is left to the launcher, as a `.mean()` on
-the device: a single program cannot see every row, and summing across programs
-with atomics would make the loss depend on the order the programs finish in; the
-extra launch reads M floats.
+Both paths take the mean over rows in the same launch (`loss_mean.py`): each
+program stores the sum of its rows' losses, and the last program to finish adds
+those partial sums in a fixed order. Atomic adds of the partials into the loss
+would make it depend on the order the programs finish in. Before, the launcher
+took a `.mean()` of a per-row loss vector: one more launch per training step.
 """
 
 import triton
 import triton.language as tl
 
+from tritonnet.kernels.loss_mean import store_mean
 from tritonnet.kernels.tiling import linear_tile
 
 # Widest logits row the fused kernel holds in registers: at 128 the fp32 "ieee"
@@ -52,6 +54,10 @@ LINEAR_CROSS_ENTROPY_CONFIGS = [
     triton.Config({"BLOCK_M": 64, "BLOCK_K": 16}, num_stages=2, num_warps=4),
 ]
 
+# The most programs a launch may run is rows / SMALLEST_BLOCK_M: the loss's mean
+# has a workspace slot for each.
+SMALLEST_BLOCK_M = min(config.kwargs["BLOCK_M"] for config in LINEAR_CROSS_ENTROPY_CONFIGS)
+
 # The CPU interpreter runs programs one after another: few programs are fastest.
 # It is one of the configs above, so the compile tests cover it.
 LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG = LINEAR_CROSS_ENTROPY_CONFIGS[1]
@@ -66,6 +72,8 @@ def linear_cross_entropy_kernel(
     p_ptr,
     grad_ptr,
     loss_ptr,
+    partials_ptr,
+    counter_ptr,
     M,
     N,
     K,
@@ -86,7 +94,8 @@ def linear_cross_entropy_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """Logits, softmax, per-row loss and loss gradient of BLOCK_M rows, in one program.
+    """Logits, softmax, loss gradient and per-row loss of BLOCK_M rows, in one
+    program; the grid's last program to finish stores the mean loss.
 
     Args:
         x_ptr: x `[M, K]`, strides `(stride_xm, stride_xk)`.
@@ -95,7 +104,8 @@ def linear_cross_entropy_kernel(
         target_ptr: t `[M]` integer class indices, stride `stride_target`.
         p_ptr: p `[M, N]`, strides `(stride_pm, stride_pn)`; written in its own dtype.
         grad_ptr: grad_logits `[M, N]`, strides `(stride_gm, stride_gn)`.
-        loss_ptr: the per-row loss `[M]`, fp32, contiguous.
+        loss_ptr: the mean loss, a 0-dim fp32 tensor.
+        partials_ptr: fp32, at least one slot per program; counter_ptr: int32, 0.
         scale: the factor on grad_logits.
         INPUT_PRECISION: `tl.dot`'s input_precision for fp32 operands ("ieee", "tf32").
         BLOCK_M, BLOCK_K: tile sizes; BLOCK_N: N rounded up to a power of two >= 16.
@@ -132,7 +142,7 @@ def linear_cross_entropy_kernel(
     tl.store(p_ptrs, p.to(p_ptr.dtype.element_ty), mask=mask)
     grad_ptrs = grad_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn
     tl.store(grad_ptrs, grad.to(grad_ptr.dtype.element_ty), mask=mask)
-    tl.store(loss_ptr + offs_m, loss, mask=mask_m)
+    store_mean(tl.sum(tl.where(mask_m, loss, 0.0), axis=0), M, partials_ptr, counter_ptr, loss_ptr)
 
 
 # The key holds INPUT_PRECISION: "ieee" and "tf32" run on different units (CUDA

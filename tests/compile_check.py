@@ -89,6 +89,10 @@ SHARED_MEMORY_LIMITS = {90: 232448, 80: 166912, "gfx942": 65536, "gfx90a": 65536
 # is 1, and the two builds differ in their registers.
 WEIGHT_UNIT_STRIDES = {"w": "stride_wn", "w.t()": "stride_wk"}
 
+# The loss kernels' mean (tritonnet.kernels.loss_mean): the 0-dim fp32 loss, its
+# fp32 partial sums and int32 ticket counter, whatever the operands' dtype.
+LOSS_MEAN_POINTERS = {"loss_ptr": "*fp32", "partials_ptr": "*fp32", "counter_ptr": "*i32"}
+
 # Triton's default, which the launchers of the row-wise kernels keep.
 DEFAULT_NUM_STAGES = 3
 

@@ -16,7 +16,8 @@ from tritonnet.backend import ops_for
 
 pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
-from compile_check import TARGETS, assert_compiled_without_spills, compile_cases, compile_job  # noqa: E402
+from compile_check import LOSS_MEAN_POINTERS, TARGETS, assert_compiled_without_spills, compile_cases  # noqa: E402
+from compile_check import compile_job  # noqa: E402
 from compile_check import compiled_by_default, target_name, warp_size  # noqa: E402
 from conftest import TEST_DEVICE, random_examples, requires_triton  # noqa: E402
 from oracles import assert_cross_entropy_outputs, assert_no_rows  # noqa: E402
@@ -221,7 +222,7 @@ def cross_entropy_compiled() -> dict:
             cross_entropy_kernel,
             arch,
             dtype=output_dtype,
-            pointers={"z_ptr": f"*{logits_dtype}", "target_ptr": "*i64", "loss_ptr": "*fp32"},
+            pointers={"z_ptr": f"*{logits_dtype}", "target_ptr": "*i64", **LOSS_MEAN_POINTERS},
             constexprs={"BLOCK_ROWS": blocks["BLOCK_ROWS"], "BLOCK_COLS": blocks["BLOCK_COLS"]},
             unit_strides=("stride_zn", "stride_target", "stride_pn", "stride_gn"),
             floats=("scale",),

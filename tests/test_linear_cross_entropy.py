@@ -19,6 +19,7 @@ pytest.importorskip("triton", reason="the kernel tests need the triton package")
 
 from compile_check import (  # noqa: E402
     DOT_PRECISIONS,
+    LOSS_MEAN_POINTERS,
     TARGETS,
     WEIGHT_UNIT_STRIDES,
     assert_compiled_without_spills,
@@ -244,7 +245,7 @@ def fused_compiled() -> dict:
             linear_cross_entropy_kernel,
             arch,
             dtype=dtype,
-            pointers={"target_ptr": "*i64", "loss_ptr": "*fp32"},
+            pointers={"target_ptr": "*i64", **LOSS_MEAN_POINTERS},
             constexprs={"HAS_BIAS": True, "INPUT_PRECISION": precision, "BLOCK_N": block_n},
             config=config,
             unit_strides=(

@@ -1,10 +1,14 @@
 """Launcher of the row-wise softmax and cross-entropy kernel (`tritonnet.kernels.cross_entropy`).
 
-`loss_strides` and `launch_loss` serve the fused output layer too, which ends
-in the same outputs, and whose rows too wide for its own kernel come here.
+`loss_strides`, `LossPlan` and `launch_loss` serve the fused output layer too,
+which ends in the same outputs, and whose rows too wide for its own kernel come
+here. Both kernels take the loss's mean themselves, with a workspace from
+`loss_workspace.py`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -13,6 +17,7 @@ from tritonnet import checks
 from tritonnet.kernels.cross_entropy import cross_entropy_kernel
 from tritonnet.triton_backend.common import check_operands, check_scale, output_strides
 from tritonnet.triton_backend.launch import Kernel, Launch
+from tritonnet.triton_backend.loss_workspace import loss_workspace
 from tritonnet.triton_backend.plans import Plan, Plans
 from tritonnet.triton_backend.softmax import row_blocks, row_config
 
@@ -21,6 +26,19 @@ CROSS_ENTROPY = Kernel(cross_entropy_kernel, lambda arguments: (triton.cdiv(argu
 
 def cross_entropy_launch(rows: int, classes: int) -> Launch:
     return Launch(CROSS_ENTROPY, row_config(row_blocks(rows, classes)))
+
+
+def cross_entropy_programs(launch: Launch, rows: int) -> int:
+    """The programs `launch` (a `cross_entropy_launch`) runs for `rows` rows."""
+    return triton.cdiv(rows, launch.config.kwargs["BLOCK_ROWS"])
+
+
+@dataclass(frozen=True)
+class LossPlan(Plan):
+    """A loss operation's plan: also the `(partials, counter)` workspace of its
+    kernel's mean (`loss_workspace`), or None when nothing is launched."""
+
+    workspace: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def loss_strides(
@@ -44,16 +62,18 @@ def loss_strides(
 def launch_loss(
     plan: Plan, inputs: tuple, scale: object, out_probabilities: torch.Tensor | None, out_grad_logits: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run `plan` on `inputs` (the kernel's arguments before its outputs):
-    `(probabilities, loss, grad_logits)`, the loss the mean of the kernel's
-    per-row fp32 losses (NaN for no rows, as the mean of nothing is in torch)."""
+    """Run `plan` (a `LossPlan`) on `inputs` (the kernel's arguments before its
+    outputs): `(probabilities, loss, grad_logits)`, the loss a new fp32 0-dim
+    tensor that the kernel fills with the mean of its rows' losses (NaN for no
+    rows, as the mean of nothing is in torch)."""
     scale = check_scale(scale)
     probabilities = plan.output(out_probabilities)
     grad_logits = plan.output(out_grad_logits)
-    row_loss = torch.empty(plan.shape[0], dtype=torch.float32, device=plan.device)
-    if plan.launch is not None:
-        plan.launch(*inputs, probabilities, grad_logits, row_loss, *plan.sizes, scale)
-    return probabilities, row_loss.mean(), grad_logits
+    if plan.launch is None:
+        return probabilities, torch.full((), float("nan"), device=plan.device), grad_logits
+    loss = torch.empty((), dtype=torch.float32, device=plan.device)
+    plan.launch(*inputs, probabilities, grad_logits, loss, *plan.workspace, *plan.sizes, scale)
+    return probabilities, loss, grad_logits
 
 
 def _plan(logits: object, target: object, out_probabilities: object, out_grad_logits: object) -> Plan:
@@ -61,8 +81,12 @@ def _plan(logits: object, target: object, out_probabilities: object, out_grad_lo
     check_operands(logits=logits)
     rows, classes = logits.shape
     strides = loss_strides("logits", logits, classes, target, out_probabilities, out_grad_logits)
-    launch = cross_entropy_launch(rows, classes) if rows else None
-    return Plan((rows, classes), logits.dtype, logits.device, (rows, classes, *logits.stride(), *strides), launch)
+    sizes = (rows, classes, *logits.stride(), *strides)
+    if not rows:
+        return LossPlan((rows, classes), logits.dtype, logits.device, sizes, None)
+    launch = cross_entropy_launch(rows, classes)
+    workspace = loss_workspace(logits.device, cross_entropy_programs(launch, rows))
+    return LossPlan((rows, classes), logits.dtype, logits.device, sizes, launch, workspace)
 
 
 _plans = Plans(_plan)
@@ -76,8 +100,8 @@ def cross_entropy(
     indices target `[M]`: `(probabilities, loss, grad_logits)`.
 
     Same contract as `tritonnet.reference.cross_entropy`. The loss is an fp32
-    0-dim tensor on the device, the `.mean()` of the per-row losses the kernel
-    writes. The target's range is not checked, which would wait for the GPU: a
+    0-dim tensor on the device, the mean of the per-row losses, which the kernel
+    takes in a fixed order (the same bits on every run). The target's range is not checked, which would wait for the GPU: a
     target outside `[0, N)` gives its row a NaN loss, so the mean is NaN. No rows
     (M = 0) gives a NaN loss, as the mean of nothing does in torch, and launches
     nothing. `out_*` tensors `[M, N]` of the logits' dtype are written in place.

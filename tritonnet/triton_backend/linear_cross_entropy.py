@@ -8,9 +8,11 @@ import triton
 
 from tritonnet.kernels import linear_cross_entropy as kernels
 from tritonnet.triton_backend.common import check_operands
-from tritonnet.triton_backend.cross_entropy import cross_entropy_launch, launch_loss, loss_strides
+from tritonnet.triton_backend.cross_entropy import LossPlan, cross_entropy_launch, cross_entropy_programs
+from tritonnet.triton_backend.cross_entropy import launch_loss, loss_strides
 from tritonnet.triton_backend.launch import Kernel, Launch, dot_precision
-from tritonnet.triton_backend.plans import Plan, Plans
+from tritonnet.triton_backend.loss_workspace import loss_workspace
+from tritonnet.triton_backend.plans import Plans
 from tritonnet.triton_backend.linear import check_layer, linear_forward
 
 FUSED = Kernel(
@@ -30,6 +32,7 @@ class _Unfused:
         self.shape = (rows, classes)
         self.device = device
         self.cross_entropy = cross_entropy_launch(rows, classes)
+        self.programs = cross_entropy_programs(self.cross_entropy, rows)
 
     def __call__(self, x, weight, bias, *rest) -> None:
         logits = torch.empty(self.shape, dtype=torch.float32, device=self.device)
@@ -39,7 +42,7 @@ class _Unfused:
 
 def _plan(
     x: object, weight: object, bias: object, target: object, out_probabilities: object, out_grad_logits: object, precision: str
-) -> Plan:
+) -> LossPlan:
     x, weight, bias = check_layer(x, weight, bias)
     (rows, inner), classes = x.shape, weight.shape[1]
     check_operands(x=x, weight=weight, bias=bias)
@@ -53,10 +56,15 @@ def _plan(
             # tl.dot needs every block dimension >= 16.
             BLOCK_N=max(16, triton.next_power_of_2(classes)),
         )
+        # The config, and so the grid, is chosen at the first launch: room for the most programs.
+        programs = triton.cdiv(rows, kernels.SMALLEST_BLOCK_M)
     else:
         sizes = (rows, classes, classes, 1, *strides)  # the new logits are contiguous
         launch = _Unfused(rows, classes, x.device)
-    return Plan((rows, classes), x.dtype, x.device, sizes, launch if rows else None)
+        programs = launch.programs
+    if not rows:
+        return LossPlan((rows, classes), x.dtype, x.device, sizes, None)
+    return LossPlan((rows, classes), x.dtype, x.device, sizes, launch, loss_workspace(x.device, programs))
 
 
 _plans = Plans(_plan)
@@ -71,10 +79,11 @@ def linear_cross_entropy(
     Same contract as `tritonnet.reference.linear_cross_entropy`, for x `[M, K]`,
     weight `[K, N]` (both any strides), bias `[N]` or None and integer class
     indices target `[M]`. The loss is an fp32 0-dim tensor on the device: the mean
-    of the per-row losses the kernel writes, taken with `.mean()` (see the kernel
-    module). Its range is not checked here, which would wait for the GPU: a target
-    outside `[0, N)` gives a NaN loss instead. No rows (M = 0) gives a NaN loss, as
-    the mean of nothing does in torch, and launches nothing.
+    of the per-row losses, which the kernel takes in a fixed order (the same bits
+    on every run; see `tritonnet.kernels.loss_mean`). The target's range is not
+    checked here, which would wait for the GPU: a target outside `[0, N)` gives a
+    NaN loss instead. No rows (M = 0) gives a NaN loss, as the mean of nothing
+    does in torch, and launches nothing.
     """
     plan = _plans(x, weight, bias, target, out_probabilities, out_grad_logits, torch.get_float32_matmul_precision())
     return launch_loss(plan, (x, weight, bias, target), scale, out_probabilities, out_grad_logits)
