@@ -42,6 +42,14 @@ split 0 first, scales them, rounds them to the gradient's dtype and stores them.
 A fixed order makes the result the same on every run; atomics would add in the
 order the programs finish in. The launcher decides the split
 (`weight_gradient_splits`).
+
+The SGD epilogue. With EPILOGUE "sgd" the kernel that would store dw and db
+(kernel 2 unsplit, kernel 3 split) takes the SGD step there instead, on the
+weight and bias it is handed in their place: `w -= lr * dw`, `b -= lr * db`,
+with dw and db rounded to the parameters' dtype first, as a stored gradient is
+(`write_gradient`). The gradients never reach memory, and the separate SGD
+launch over them is gone. Kernel 1 reads w, so it must run before the step: the
+launcher launches it first, on the same stream.
 """
 
 import triton
@@ -156,6 +164,20 @@ def weight_gradient_splits(rows: int, in_features: int, out_features: int, proce
         return 1, rows
     rows_per_split = triton.cdiv(triton.cdiv(rows, splits), SPLIT_ROWS_MULTIPLE) * SPLIT_ROWS_MULTIPLE
     return triton.cdiv(rows, rows_per_split), rows_per_split
+
+
+@triton.jit
+def write_gradient(ptrs, gradient, mask, lr, EPILOGUE: tl.constexpr):
+    """The epilogue of a gradient held in fp32: rounded to the dtype at `ptrs` and
+    stored there (EPILOGUE "gradient"), or, with EPILOGUE "sgd", the SGD step on
+    the parameter at `ptrs`, `param -= lr * gradient`, in fp32 from the rounded
+    gradient (the numbers of a stored gradient and a separate SGD pass) and
+    rounded once to the parameter's dtype."""
+    rounded = gradient.to(ptrs.dtype.element_ty)
+    if EPILOGUE == "sgd":
+        parameter = tl.load(ptrs, mask=mask).to(tl.float32)
+        rounded = (parameter - lr * rounded.to(tl.float32)).to(ptrs.dtype.element_ty)
+    tl.store(ptrs, rounded, mask=mask)
 
 
 @triton.jit
@@ -289,7 +311,9 @@ def linear_backward_weight_kernel(
     stride_db,
     rows_per_split,
     scale,
+    lr,
     HAS_BIAS: tl.constexpr,
+    EPILOGUE: tl.constexpr,
     ACTIVATION: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -306,13 +330,16 @@ def linear_backward_weight_kernel(
         y_ptr: the forward's output y `[M, N]`, strides `(stride_ym, stride_yn)`;
             read only for the sigmoid (None otherwise).
         dw_ptr: dw `[splits, K, N]`, strides `(stride_dws, stride_dwk, stride_dwn)`:
-            unsplit, the gradient itself (one split, stride_dws unused); split,
-            the fp32 partial sums.
-        db_ptr: db `[splits, N]`, strides `(stride_dbs, stride_db)`; written only if
-            HAS_BIAS (None otherwise).
+            unsplit, the gradient itself (one split, stride_dws unused), or with
+            EPILOGUE "sgd" the weight w it steps; split, the fp32 partial sums.
+        db_ptr: db `[splits, N]`, strides `(stride_dbs, stride_db)`, or the bias
+            with EPILOGUE "sgd"; written only if HAS_BIAS (None otherwise).
         rows_per_split: the rows each split reduces (M when unsplit).
         scale: the fp32 factor of dw and db (1 for partial sums).
+        lr: the learning rate of EPILOGUE "sgd" (unused otherwise).
         HAS_BIAS: whether to compute db.
+        EPILOGUE: "gradient" stores dw and db; "sgd" steps w and b by them
+            (`write_gradient`), unsplit only.
         ACTIVATION: "none" or "sigmoid".
         INPUT_PRECISION: `tl.dot`'s input_precision for fp32 operands.
         BLOCK_K, BLOCK_N: the tile of dw; BLOCK_M: the reduction step over rows.
@@ -361,23 +388,22 @@ def linear_backward_weight_kernel(
         x_t_ptrs += BLOCK_M * stride_xm
 
     dw_ptrs = dw_ptr + split * stride_dws + offs_k[:, None] * stride_dwk + offs_n[None, :] * stride_dwn
-    dw = (accumulator * scale).to(dw_ptr.dtype.element_ty)
-    tl.store(dw_ptrs, dw, mask=mask_k[:, None] & mask_n[None, :])
+    write_gradient(dw_ptrs, accumulator * scale, mask_k[:, None] & mask_n[None, :], lr, EPILOGUE)
     if HAS_BIAS:
         if is_bias_program:
-            db = (bias_accumulator * scale).to(db_ptr.dtype.element_ty)
-            tl.store(db_ptr + split * stride_dbs + offs_n * stride_db, db, mask=mask_n)
+            db_ptrs = db_ptr + split * stride_dbs + offs_n * stride_db
+            write_gradient(db_ptrs, bias_accumulator * scale, mask_n, lr, EPILOGUE)
 
 
 @triton.jit
 def reduce_block(
-    partial_ptr, stride_split, out_ptr, numel, cols, splits, stride_row, stride_col, scale, block,
-    BLOCK: tl.constexpr,
+    partial_ptr, stride_split, out_ptr, numel, cols, splits, stride_row, stride_col, scale, lr, block,
+    EPILOGUE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """The `block`-th BLOCK of one gradient from its partial sums: `splits` runs of
     `numel` contiguous fp32 values, `stride_split` apart, added split by split,
-    scaled, rounded to out's dtype and stored into out `[numel // cols, cols]`,
-    strides `(stride_row, stride_col)`."""
+    scaled, and written into out `[numel // cols, cols]`, strides
+    `(stride_row, stride_col)`, by `write_gradient`."""
     offsets = block * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < numel
     partial_ptrs = partial_ptr + offsets
@@ -386,7 +412,7 @@ def reduce_block(
         total += tl.load(partial_ptrs, mask=mask, other=0.0)
         partial_ptrs += stride_split
     out_ptrs = out_ptr + (offsets // cols) * stride_row + (offsets % cols) * stride_col
-    tl.store(out_ptrs, (total * scale).to(out_ptr.dtype.element_ty), mask=mask)
+    write_gradient(out_ptrs, total * scale, mask, lr, EPILOGUE)
 
 
 @triton.jit
@@ -401,17 +427,22 @@ def linear_weight_gradient_reduce_kernel(
     stride_dwn,
     stride_db,
     scale,
+    lr,
     HAS_BIAS: tl.constexpr,
+    EPILOGUE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """Kernel 3: dw and db from kernel 2's partial sums.
+    """Kernel 3: dw and db from kernel 2's partial sums, or the SGD step by them.
 
     Args:
         partial_ptr: the partial sums `[splits, K + 1, N]`, fp32, contiguous: rows
             0 to K - 1 of each split are dw's, row K is db's.
-        dw_ptr: dw `[K, N]`, strides `(stride_dwk, stride_dwn)`.
-        db_ptr: db `[N]`, stride `stride_db`; written only if HAS_BIAS.
+        dw_ptr: dw `[K, N]`, strides `(stride_dwk, stride_dwn)`; the weight with
+            EPILOGUE "sgd".
+        db_ptr: db `[N]`, stride `stride_db`, or the bias; written only if HAS_BIAS.
         scale: the fp32 factor of dw and db.
+        lr: the learning rate of EPILOGUE "sgd".
+        EPILOGUE: "gradient" or "sgd", as in kernel 2.
         BLOCK: elements per program.
 
     A 1-D grid of BLOCK-element programs: the first cover dw, the rest db, as in
@@ -424,11 +455,14 @@ def linear_weight_gradient_reduce_kernel(
     weight_programs = tl.cdiv(weight_numel, BLOCK)
     stride_split = weight_numel + N
     if pid < weight_programs:
-        reduce_block(partial_ptr, stride_split, dw_ptr, weight_numel, N, splits, stride_dwk, stride_dwn, scale, pid, BLOCK)
+        reduce_block(
+            partial_ptr, stride_split, dw_ptr, weight_numel, N, splits, stride_dwk, stride_dwn, scale, lr, pid,
+            EPILOGUE, BLOCK,
+        )
     elif HAS_BIAS:
         reduce_block(
-            partial_ptr + weight_numel, stride_split, db_ptr, N, N, splits, 0, stride_db, scale,
-            pid - weight_programs, BLOCK,
+            partial_ptr + weight_numel, stride_split, db_ptr, N, N, splits, 0, stride_db, scale, lr,
+            pid - weight_programs, EPILOGUE, BLOCK,
         )
 
 
@@ -440,9 +474,19 @@ linear_backward_input_autotuned = {
     )(linear_backward_input_kernel)
     for alignment, configs in LINEAR_BACKWARD_INPUT_CONFIGS.items()
 }
+WEIGHT_TUNING_KEY = ["M", "N", "K", "rows_per_split", "INPUT_PRECISION"]
 linear_backward_weight_autotuned = {
-    alignment: triton.autotune(configs=configs, key=["M", "N", "K", "rows_per_split", "INPUT_PRECISION"])(
-        linear_backward_weight_kernel
-    )
+    alignment: triton.autotune(configs=configs, key=WEIGHT_TUNING_KEY)(linear_backward_weight_kernel)
+    for alignment, configs in LINEAR_BACKWARD_WEIGHT_CONFIGS.items()
+}
+# The SGD epilogue updates the weight and bias in place: the autotuner would step
+# them once per timing run of every config, so it restores both after each run
+# (docs/kernels.md). Its key holds EPILOGUE, so that its tuned-table entries are
+# its own. The launcher never passes None for a restored pointer (triton 3.6
+# clones it unchecked): without a bias, db_ptr is the weight, never written.
+linear_backward_weight_sgd_autotuned = {
+    alignment: triton.autotune(
+        configs=configs, key=[*WEIGHT_TUNING_KEY, "EPILOGUE"], restore_value=["dw_ptr", "db_ptr"]
+    )(linear_backward_weight_kernel)
     for alignment, configs in LINEAR_BACKWARD_WEIGHT_CONFIGS.items()
 }

@@ -458,10 +458,11 @@ UNIT_STRIDES = {
     "linear_backward_weight_kernel": ("stride_xk", "stride_dyn", "stride_yn", "stride_dwn", "stride_db"),
 }
 # The weight kernel's "split" build writes fp32 partial sums (see weight_gradient.py):
-# for fp16 and bf16 operands a build of its own.
+# for fp16 and bf16 operands a build of its own. Its "sgd" build takes the SGD
+# step on the weight and bias in its epilogue (linear_backward_sgd, unsplit).
 LAYOUTS = {
     "linear_backward_input_kernel": tuple(WEIGHT_UNIT_STRIDES),
-    "linear_backward_weight_kernel": (None, "split"),
+    "linear_backward_weight_kernel": (None, "split", "sgd"),
 }
 # The kernels' config lists by vendor: the input gradient's differ on AMD.
 CONFIG_LISTS = {
@@ -474,6 +475,8 @@ CONSTEXPRS = {
     "linear_backward_input_kernel": {"ACTIVATION": "sigmoid"},
     "linear_backward_weight_kernel": {"ACTIVATION": "sigmoid", "HAS_BIAS": True},
 }
+# Kernels 2 and 3 store the gradients, or take the SGD step where they would be stored.
+EPILOGUES = {None: "gradient", "split": "gradient", "sgd": "sgd"}
 
 
 def _backward_cases() -> list:
@@ -499,10 +502,19 @@ def _backward_cases() -> list:
 
 BACKWARD_COMPILE_CASES = _backward_cases() if triton_runnable() else []
 
-# The split-K reduction (kernel 3) into fp32 and bf16 gradients.
+# The split-K reduction (kernel 3) into fp32 and bf16 gradients, or stepping
+# fp32 and bf16 parameters.
 REDUCE_COMPILE_CASES = [
-    (dtype, arch) for dtype in ("fp32", "bf16") for arch in TARGETS if compiled_by_default(arch, dtype=dtype)
+    (epilogue, dtype, arch)
+    for epilogue in ("gradient", "sgd")
+    for dtype in ("fp32", "bf16")
+    for arch in TARGETS
+    if compiled_by_default(arch, dtype=dtype)
 ]
+
+
+def reduce_case_id(epilogue, dtype, arch) -> str:
+    return f"reduce-{epilogue}-{dtype}-{target_name(arch)}"
 
 
 def backward_case_id(case) -> str:
@@ -520,36 +532,37 @@ def backward_compiled() -> dict:
     for case in BACKWARD_COMPILE_CASES:
         kernel, alignment, config, layout, dtype, precision, arch = case
         weight_stride = (WEIGHT_UNIT_STRIDES[layout],) if layout in WEIGHT_UNIT_STRIDES else ()
+        epilogue = {"EPILOGUE": EPILOGUES[layout]} if layout in EPILOGUES else {}
         jobs[backward_case_id(case)] = compile_job(
             getattr(kernels, kernel),
             arch,
             dtype=dtype,
             pointers={"dw_ptr": "*fp32", "db_ptr": "*fp32"} if layout == "split" else None,
             config=config,
-            constexprs={**CONSTEXPRS[kernel], "INPUT_PRECISION": precision},
+            constexprs={**CONSTEXPRS[kernel], **epilogue, "INPUT_PRECISION": precision},
             unit_strides=UNIT_STRIDES[kernel] + weight_stride,
-            floats=("scale",),
+            floats=("scale", "lr"),
             aligned=alignment == "aligned",
             count_instructions=alignment == "aligned",
         )
-    for dtype, arch in REDUCE_COMPILE_CASES:
-        jobs[f"reduce-{dtype}-{target_name(arch)}"] = compile_job(
+    for epilogue, dtype, arch in REDUCE_COMPILE_CASES:
+        jobs[reduce_case_id(epilogue, dtype, arch)] = compile_job(
             kernels.linear_weight_gradient_reduce_kernel,
             arch,
             dtype=dtype,
             pointers={"partial_ptr": "*fp32"},
             config=kernels.WEIGHT_GRADIENT_REDUCE_CONFIG,
-            constexprs={"HAS_BIAS": True},
+            constexprs={"HAS_BIAS": True, "EPILOGUE": epilogue},
             unit_strides=("stride_dwn", "stride_db"),
-            floats=("scale",),
+            floats=("scale", "lr"),
         )
     return compile_in_child(jobs)
 
 
 @requires_triton
-@pytest.mark.parametrize("dtype,arch", REDUCE_COMPILE_CASES)
-def test_weight_gradient_reduce_kernel_compiles_without_spills(backward_compiled, dtype, arch, record_property):
-    assert_compiled_without_spills(backward_compiled[f"reduce-{dtype}-{target_name(arch)}"], record_property)
+@pytest.mark.parametrize("epilogue,dtype,arch", REDUCE_COMPILE_CASES)
+def test_weight_gradient_reduce_kernel_compiles_without_spills(backward_compiled, epilogue, dtype, arch, record_property):
+    assert_compiled_without_spills(backward_compiled[reduce_case_id(epilogue, dtype, arch)], record_property)
 
 
 @requires_triton

@@ -7,7 +7,8 @@ them) and skips the launches when there is nothing to compute; each call
 allocates the outputs that were not given and launches. Each GEMM offers configs
 per alignment class (tensor-core tiles for aligned operands, `alignment.py`).
 The weight gradient's launch, split over the batch when it is large, is
-`weight_gradient.py`'s.
+`weight_gradient.py`'s; `linear_backward_sgd` runs the same plan with the SGD
+step in that launch's epilogue.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tritonnet.reference import ACTIVATIONS
 from tritonnet.triton_backend.common import check_operands, check_scale
 from tritonnet.triton_backend.launch import Kernel, Launch, dot_precision
 from tritonnet.triton_backend.plans import Plan, Plans
-from tritonnet.triton_backend.sgd import sgd_update
+from tritonnet.triton_backend.sgd import check_parameter
 from tritonnet.triton_backend.weight_gradient import WeightGradient
 
 
@@ -123,7 +124,9 @@ def linear_forward(
 @dataclass(frozen=True)
 class _BackwardPlan:
     """What a launch key decides for `linear_backward`: which gradients are made,
-    and each kernel's launch (None when it has nothing to compute) and sizes."""
+    and each kernel's launch (None when it has nothing to compute) and sizes. With
+    `sgd` (`linear_backward_sgd`), the weight and bias are stepped in place of
+    grad_weight and grad_bias being written."""
 
     rows: int
     in_features: int
@@ -134,8 +137,11 @@ class _BackwardPlan:
     input_launch: Launch | None
     input_sizes: tuple
     weight_gradient: WeightGradient | None
+    sgd: bool = False
 
-    def run(self, grad_output, x, weight, output, scale, out_grad_input, out_grad_weight, out_grad_bias):
+    def run(self, grad_output, x, weight, output, scale, out_grad_input, out_grad_weight, out_grad_bias, lr=0.0):
+        """(grad_input, grad_weight, grad_bias); with `sgd`, out_grad_weight and
+        out_grad_bias are the weight and bias, stepped by `lr`."""
         output = output if self.reads_output else None  # the kernels read no output without the sigmoid
         grad_input = grad_bias = None
         if self.need_grad_input:
@@ -144,21 +150,23 @@ class _BackwardPlan:
         grad_weight = out_grad_weight if out_grad_weight is not None else torch.empty_like(weight)
         if self.need_grad_bias:
             grad_bias = out_grad_bias if out_grad_bias is not None else x.new_empty(self.out_features)
-        if self.rows == 0:
-            # An empty batch: no rows to sum over.
+        if self.rows == 0 and not self.sgd:
+            # An empty batch: no rows to sum over (and no step to take).
             grad_weight.zero_()
             if grad_bias is not None:
                 grad_bias.zero_()
+        # Kernel 1 reads the weight that the SGD epilogue steps: launched first on
+        # the same stream, it reads the weight from before the step.
         if self.input_launch is not None:
             self.input_launch(grad_output, output, weight, grad_input, *self.input_sizes)
         if self.weight_gradient is not None:
-            self.weight_gradient(x, grad_output, output, grad_weight, grad_bias, scale)
+            self.weight_gradient(x, grad_output, output, grad_weight, grad_bias, scale, lr)
         return grad_input, grad_weight, grad_bias
 
 
 def _plan_backward(
     grad_output, x, weight, output, activation, need_grad_input, need_grad_bias,
-    out_grad_input, out_grad_weight, out_grad_bias, precision,
+    out_grad_input, out_grad_weight, out_grad_bias, precision, sgd=False,
 ) -> _BackwardPlan:
     x = checks.check_matrix("x", x)
     rows, in_features = x.shape
@@ -200,7 +208,7 @@ def _plan_backward(
     if need_grad_input and rows and in_features:
         input_launch = Launch(BACKWARD_INPUT, **constexprs)
     if rows and out_features:
-        weight_gradient = WeightGradient(x, grad_output, output, weight_like.stride(), bias_stride, constexprs)
+        weight_gradient = WeightGradient(x, grad_output, output, weight_like.stride(), bias_stride, constexprs, sgd)
     return _BackwardPlan(
         rows,
         in_features,
@@ -211,6 +219,7 @@ def _plan_backward(
         input_launch,
         (rows, out_features, in_features, *grad_output.stride(), *output_strides, *weight.stride(), *input_strides),
         weight_gradient,
+        sgd,
     )
 
 
@@ -242,20 +251,45 @@ def linear_backward(
     return plan.run(grad_output, x, weight, output, check_scale(scale), out_grad_input, out_grad_weight, out_grad_bias)
 
 
+def _plan_backward_sgd(
+    grad_output, x, weight, bias, output, activation, need_grad_input, out_grad_input, precision,
+) -> _BackwardPlan:
+    """`_plan_backward` with the SGD epilogue: the weight and bias, checked under
+    their own names, take the place of grad_weight and grad_bias."""
+    x = checks.check_matrix("x", x)
+    weight = checks.check_matrix("weight", weight, rows=x.shape[1])
+    check_parameter("weight", weight)
+    if bias is not None:
+        bias = check_vector("bias", bias, weight.shape[1])
+        check_operands(weight=weight, bias=bias)
+        check_parameter("bias", bias)
+    return _plan_backward(
+        grad_output, x, weight, output, activation, need_grad_input, bias is not None,
+        out_grad_input, weight, bias, precision, sgd=True,
+    )
+
+
+_backward_sgd_plans = Plans(_plan_backward_sgd)
+
+
 def linear_backward_sgd(
     grad_output: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     output: torch.Tensor | None, activation: str, scale: float, lr: float,
     *, need_grad_input: bool = True, out_grad_input: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """`linear_backward` followed by the SGD step, as `tritonnet.reference.linear_backward_sgd`.
+    """`linear_backward` fused with the SGD step, as `tritonnet.reference.linear_backward_sgd`:
+    `weight -= lr * grad_weight`, `bias -= lr * grad_bias` in place, the gradients
+    never written. Returns grad_input (or None), from the weight before the step.
 
-    The step is its own launch (`sgd_update`) after the gradient kernels, split
-    or not; docs/kernels.md says why it is not folded into them yet.
+    Two launches (one without grad_input): kernel 1, then kernel 2 with the step
+    in its epilogue; when the weight gradient is split, kernel 3 takes the step.
+    Each parameter must be contiguous or the transpose of a contiguous matrix,
+    as for `sgd_update`.
     """
-    grads = linear_backward(
-        grad_output, x, weight, output, activation, scale,
-        need_grad_input=need_grad_input, need_grad_bias=bias is not None, out_grad_input=out_grad_input,
+    out_grad_input = out_grad_input if need_grad_input else None
+    plan = _backward_sgd_plans(
+        grad_output, x, weight, bias, output, activation, need_grad_input, out_grad_input,
+        torch.get_float32_matmul_precision(),
     )
-    grad_input, grad_weight, grad_bias = grads
-    sgd_update(weight, bias, grad_weight, grad_bias, lr)
-    return grad_input
+    scale, lr = check_scale(scale), checks.check_learning_rate("lr", lr)
+    return plan.run(grad_output, x, weight, output, scale, out_grad_input, weight, bias, lr)[0]

@@ -29,6 +29,15 @@ def _dense(tensor: torch.Tensor) -> bool:
     return tensor.is_contiguous() or (tensor.dim() == 2 and tensor.t().is_contiguous())
 
 
+def check_parameter(name: str, param: torch.Tensor) -> None:
+    """`param`, stepped in place by a kernel that walks it element by element, fills
+    one run of memory: no two elements share an address, so no two programs race."""
+    if not _dense(param):
+        raise ValueError(
+            f"{name} must be contiguous or the transpose of a contiguous matrix, got strides {param.stride()}"
+        )
+
+
 def _check_pair(name: str, param: torch.Tensor, grad_name: str, grad: object) -> None:
     """`grad` matches `param` in shape, device, dtype, kernel support and memory
     layout, and `param` is dense."""
@@ -40,10 +49,7 @@ def _check_pair(name: str, param: torch.Tensor, grad_name: str, grad: object) ->
     check_operands(**{name: param, grad_name: grad})
     # The kernel walks both tensors as one flat run of elements, in memory order:
     # the parameter must fill one run, and its gradient be laid out the same way.
-    if not _dense(param):
-        raise ValueError(
-            f"{name} must be contiguous or the transpose of a contiguous matrix, got strides {param.stride()}"
-        )
+    check_parameter(name, param)
     if grad.stride() != param.stride():
         raise ValueError(f"{grad_name} must have the strides of {name}, {param.stride()}, got {grad.stride()}")
 

@@ -6,6 +6,10 @@ checked. Unsplit, kernel 2 writes the gradients itself. Split, it writes fp32
 partial sums per run of the batch into a workspace, and kernel 3 adds them in a
 fixed order and applies the scale: the result does not depend on the order the
 programs finish in, as it would with atomics.
+
+`linear_backward_sgd`'s `WeightGradient(sgd=True)` takes the SGD step where the
+gradients would be written (the kernels' EPILOGUE "sgd"): in kernel 2 unsplit,
+in kernel 3 split; it is handed the weight and bias in place of the gradients.
 """
 
 from __future__ import annotations
@@ -44,6 +48,14 @@ GEMM = Kernel(
     autotuned=kernels.linear_backward_weight_autotuned,
     fixed=kernels.LINEAR_BACKWARD_WEIGHT_FIXED_CONFIGS,
 )
+# The same kernel with the SGD epilogue, whose autotuner restores the parameters
+# after each timing run.
+GEMM_SGD = Kernel(
+    kernels.linear_backward_weight_kernel,
+    _gemm_tiles,
+    autotuned=kernels.linear_backward_weight_sgd_autotuned,
+    fixed=kernels.LINEAR_BACKWARD_WEIGHT_FIXED_CONFIGS,
+)
 REDUCE = Kernel(kernels.linear_weight_gradient_reduce_kernel, _reduce_blocks)
 
 
@@ -62,41 +74,48 @@ def processors(device: torch.device) -> int:
 
 class WeightGradient:
     """`grad_weight = scale * x.T @ dz` and, with a bias, `grad_bias = scale * dz.sum(0)`,
-    for one launch key of `linear_backward` with rows, in_features and out_features > 0.
+    for one launch key of `linear_backward` with rows, in_features and out_features > 0;
+    with `sgd`, the step `weight -= lr * grad_weight`, `bias -= lr * grad_bias`
+    instead, for `linear_backward_sgd`.
 
     Made from the checked arguments: x `[M, K]`, grad_output and the saved output
     (None without the sigmoid) `[M, N]`, the strides of the grad_weight `[K, N]`
-    written per call, and of grad_bias (None without one). The batch is split when
-    `kernels.weight_gradient_splits` says so for this device; the partial sums
-    then take `splits * (K + 1) * N` fp32 values of workspace per call.
+    written per call (the weight's, with `sgd`), and of grad_bias (None without
+    one). The batch is split when `kernels.weight_gradient_splits` says so for
+    this device; the partial sums then take `splits * (K + 1) * N` fp32 values of
+    workspace per call.
     """
 
-    def __init__(self, x, grad_output, output, weight_strides, bias_stride, constexprs: dict) -> None:
+    def __init__(self, x, grad_output, output, weight_strides, bias_stride, constexprs: dict, sgd: bool = False) -> None:
         rows, in_features = x.shape
         out_features = grad_output.shape[1]
         has_bias = bias_stride is not None
         splits, rows_per_split = kernels.weight_gradient_splits(rows, in_features, out_features, processors(x.device))
         output_strides = output.stride() if output is not None else (0, 0)
         inputs = (rows, out_features, in_features, *x.stride(), *grad_output.stride(), *output_strides)
-        self.gemm = Launch(GEMM, HAS_BIAS=has_bias, **constexprs)
+        epilogue = "sgd" if sgd else "gradient"
         self.in_features = in_features
         if splits == 1:
+            self.gemm = Launch(GEMM_SGD if sgd else GEMM, HAS_BIAS=has_bias, EPILOGUE=epilogue, **constexprs)
             self.partials_shape = None
             self.sizes = (*inputs, 0, *weight_strides, 0, bias_stride or 0, rows)
             return
         # Rows 0 to K - 1 of each split hold dw's partial sums, row K db's; unscaled.
+        self.gemm = Launch(GEMM, HAS_BIAS=has_bias, EPILOGUE="gradient", **constexprs)
         self.partials_shape = (splits, in_features + 1, out_features)
         split_stride = (in_features + 1) * out_features
         self.sizes = (*inputs, split_stride, out_features, 1, split_stride, int(has_bias), rows_per_split)
-        self.reduce = Launch(REDUCE, kernels.WEIGHT_GRADIENT_REDUCE_CONFIG, HAS_BIAS=has_bias)
+        self.reduce = Launch(REDUCE, kernels.WEIGHT_GRADIENT_REDUCE_CONFIG, HAS_BIAS=has_bias, EPILOGUE=epilogue)
         self.reduce_sizes = (in_features, out_features, splits, *weight_strides, bias_stride or 0)
 
-    def __call__(self, x, grad_output, output, grad_weight, grad_bias, scale: float) -> None:
+    def __call__(self, x, grad_output, output, grad_weight, grad_bias, scale: float, lr: float = 0.0) -> None:
+        """Writes grad_weight and grad_bias; with `sgd`, steps the weight and bias
+        passed in their place by `lr`."""
         if self.partials_shape is None:
-            self.gemm(x, grad_output, output, grad_weight, grad_bias, *self.sizes, scale)
+            self.gemm(x, grad_output, output, grad_weight, grad_bias, *self.sizes, scale, lr)
             return
         partials = torch.empty(self.partials_shape, dtype=torch.float32, device=x.device)
         weight_partials = partials[0, : self.in_features]
         bias_partials = partials[0, self.in_features] if grad_bias is not None else None
-        self.gemm(x, grad_output, output, weight_partials, bias_partials, *self.sizes, 1.0)
-        self.reduce(partials, grad_weight, grad_bias, *self.reduce_sizes, scale)
+        self.gemm(x, grad_output, output, weight_partials, bias_partials, *self.sizes, 1.0, 0.0)
+        self.reduce(partials, grad_weight, grad_bias, *self.reduce_sizes, scale, lr)
