@@ -187,14 +187,18 @@ class Launch:
             autotuner = kernel.autotuned[aligned]
             self.tuning_key = tuned.tuning_key(autotuner, arguments, aligned)
             self.config, self.source = _choose_config(kernel, aligned, self.tuning_key, args)
-        if self.config is None:
+        # The autotuner launches the kernel itself once it has chosen; a second
+        # launch would apply an in-place kernel (the SGD epilogue) twice. (In the
+        # interpreter its launch returns None, not the compiled kernel.)
+        autotuned = self.config is None
+        if autotuned:
             compiled = autotuner[kernel.grid](*args, **self.constexprs, **COMPILE_OPTIONS)
             self.config, self.source = autotuner.best_config, "autotuned"
             tuned.record(kernel.name, self.tuning_key, self.config)
         self.launch_options = {**self.constexprs, **self.config.all_kwargs(), **COMPILE_OPTIONS}
         arguments.update(self.config.kwargs)
         self.grid = _three(kernel.grid(arguments))
-        if compiled is None:
+        if not autotuned:
             compiled = kernel.kernel[self.grid](*args, **self.launch_options)
         if compiled is not None and fast_launch_enabled() and not _direct_failed:
             self._prepare_direct(compiled, args, arguments)

@@ -94,6 +94,7 @@ class WeightGradient:
         output_strides = output.stride() if output is not None else (0, 0)
         inputs = (rows, out_features, in_features, *x.stride(), *grad_output.stride(), *output_strides)
         epilogue = "sgd" if sgd else "gradient"
+        self.sgd = sgd
         self.in_features = in_features
         if splits == 1:
             self.gemm = Launch(GEMM_SGD if sgd else GEMM, HAS_BIAS=has_bias, EPILOGUE=epilogue, **constexprs)
@@ -112,6 +113,10 @@ class WeightGradient:
         """Writes grad_weight and grad_bias; with `sgd`, steps the weight and bias
         passed in their place by `lr`."""
         if self.partials_shape is None:
+            if grad_bias is None and self.sgd:
+                # The autotuner restores db_ptr, and triton 3.6 clones it unchecked:
+                # the weight stands in, never written without a bias.
+                grad_bias = grad_weight
             self.gemm(x, grad_output, output, grad_weight, grad_bias, *self.sizes, scale, lr)
             return
         partials = torch.empty(self.partials_shape, dtype=torch.float32, device=x.device)
