@@ -2,10 +2,12 @@
 at the exercise's layer shapes, batches 64 to 16384, in fp32 (ieee and TF32) and
 bf16, merged into `kernels/tuned/<gpu-name>.json`.
 
-Each batch runs what a training step launches (the hidden layers' forward,
-backward and SGD step, the standalone sigmoid, the fused output layer and its
-backward) with autotuning on and this GPU's old table ignored, so every launch
-key autotunes afresh. The table is written atomically after each batch: a run cut
+Each batch runs, with autotuning on and this GPU's old table ignored so that
+every launch key autotunes afresh, what a training step launches (the hidden
+layers' forward, backward with the SGD step in its epilogue, the standalone
+sigmoid, the fused output layer and its backward) and the hidden layers' plain
+backward, which the drop-in modules' autograd launches and which has entries of
+its own (docs/kernels.md). The table is written atomically after each batch: a run cut
 short keeps what it tuned. Entries of other shapes stay.
 
     python benchmarks/tune.py [--quick] [--out DIR]
@@ -42,6 +44,7 @@ def training_step(ops, batch: int, dtype: torch.dtype) -> None:
         weight, bias = randn(in_features, out_features), randn(out_features)
         output = ops.linear_forward(hidden, weight, bias, "sigmoid")
         ops.sigmoid_backward(randn(batch, out_features), ops.sigmoid_forward(output))
+        ops.linear_backward(randn(batch, out_features), hidden, weight, output, "sigmoid", 1 / batch)
         ops.linear_backward_sgd(randn(batch, out_features), hidden, weight, bias, output, "sigmoid", 1 / batch, 0.1)
         hidden = output
     weight, bias = randn(*OUTPUT_LAYER), randn(OUTPUT_LAYER[1])
