@@ -140,6 +140,38 @@ def test_sgd_update_matches_torch():
     torch.testing.assert_close(bias, expected_bias)
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("in_features,out_features", EXERCISE_LAYERS)
+def test_linear_backward_sgd_steps_once_through_the_autotuner(monkeypatch, in_features, out_features, bias):
+    """The SGD epilogue's first call at batch 64: its autotuner times every config
+    on the real weight and bias and restores them after each run (unless this
+    GPU's tuned table has the key), so they take one step, the reference's."""
+    from tritonnet import reference
+    from tritonnet.kernels import linear_backward as kernels
+    from tritonnet.triton_backend import plans
+
+    monkeypatch.delenv("TRITONNET_AUTOTUNE", raising=False)
+    for tuner in kernels.linear_backward_weight_sgd_autotuned.values():
+        monkeypatch.setattr(tuner, "cache", {})
+    plans.clear_caches()
+    torch.manual_seed(0)
+    x = torch.rand(64, in_features, device="cuda")
+    weight = torch.randn(in_features, out_features, device="cuda") * in_features**-0.5
+    bias_tensor = torch.randn(out_features, device="cuda") * 0.1 if bias else None
+    output = reference.linear_forward(x, weight, bias_tensor, "sigmoid")
+    grad_output = torch.randn_like(output)
+    expected_weight = weight.clone()
+    expected_bias = bias_tensor.clone() if bias else None
+    expected_input = reference.linear_backward_sgd(
+        grad_output, x, expected_weight, expected_bias, output, "sigmoid", 1 / 64, 0.5
+    )
+    grad_input = ops().linear_backward_sgd(grad_output, x, weight, bias_tensor, output, "sigmoid", 1 / 64, 0.5)
+    torch.testing.assert_close(grad_input, expected_input, **TOLERANCES["ieee"])
+    torch.testing.assert_close(weight, expected_weight, **TOLERANCES["ieee"])
+    if bias:
+        torch.testing.assert_close(bias_tensor, expected_bias, **TOLERANCES["ieee"])
+
+
 @pytest.mark.parametrize("grad_scale", tritonnet.GRAD_SCALES)
 def test_training_on_gpu_follows_the_cpu_reference(grad_scale):
     """100 steps of the exercise MLP: Triton on the GPU, reference on the CPU, at ieee."""
