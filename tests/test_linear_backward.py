@@ -428,26 +428,6 @@ def test_linear_backward_split_is_deterministic(forced_split):
     assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
-@requires_triton
-def test_linear_backward_sgd_split_matches_oracle(forced_split):
-    """The SGD step after a split weight gradient: `weight -= lr * grad_weight`."""
-    from tritonnet.triton_backend import linear_backward_sgd
-
-    grad_output, x, weight, output = make_backward_inputs(129, 31, 19, "sigmoid")
-    bias = torch.randn(19, device=TEST_DEVICE)
-    weight_before, bias_before, lr, scale = weight.clone(), bias.clone(), 0.5, 1.0 / 129
-    grad_input = linear_backward_sgd(grad_output, x, weight, bias, output, "sigmoid", scale, lr)
-    (expected_input, grad_weight, grad_bias), (input_sum, weight_sum, bias_sum) = backward_oracle(
-        grad_output, x, weight_before, output, "sigmoid", scale
-    )
-    assert_within_error_bound(grad_input, expected_input, input_sum, 19)
-    # The update adds lr times the gradient's error and one rounding of the sum.
-    assert_within_error_bound(
-        weight, weight_before.double() - lr * grad_weight, lr * weight_sum + weight_before.abs(), 129
-    )
-    assert_within_error_bound(bias, bias_before.double() - lr * grad_bias, lr * bias_sum + bias_before.abs(), 129)
-
-
 # --- compilation for real GPUs -------------------------------------------------
 
 # The inner strides that are 1 for contiguous tensors, compiled as that constant;
@@ -561,7 +541,9 @@ def backward_compiled() -> dict:
 
 @requires_triton
 @pytest.mark.parametrize("epilogue,dtype,arch", REDUCE_COMPILE_CASES)
-def test_weight_gradient_reduce_kernel_compiles_without_spills(backward_compiled, epilogue, dtype, arch, record_property):
+def test_weight_gradient_reduce_kernel_compiles_without_spills(
+    backward_compiled, epilogue, dtype, arch, record_property
+):
     assert_compiled_without_spills(backward_compiled[reduce_case_id(epilogue, dtype, arch)], record_property)
 
 

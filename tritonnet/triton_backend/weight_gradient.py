@@ -86,7 +86,9 @@ class WeightGradient:
     workspace per call.
     """
 
-    def __init__(self, x, grad_output, output, weight_strides, bias_stride, constexprs: dict, sgd: bool = False) -> None:
+    def __init__(
+        self, x, grad_output, output, weight_strides, bias_stride, constexprs: dict, sgd: bool = False
+    ) -> None:
         rows, in_features = x.shape
         out_features = grad_output.shape[1]
         has_bias = bias_stride is not None
