@@ -49,7 +49,7 @@ behind a barrier, which orders their loads after the acquire.
 
 The workspace (`partials`, at least one slot per program, and `counter`, one
 int32 that must be 0 before a launch) is the launcher's
-(`tritonnet/triton_backend/loss_workspace.py`): zeroed once, and kept at one
+(`tritonnet/triton_backend/tickets.py`): zeroed once, and kept at one
 address, which a captured CUDA graph replays.
 """
 

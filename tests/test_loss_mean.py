@@ -55,7 +55,7 @@ def _mean_kernel(row_loss_ptr, partials_ptr, counter_ptr, loss_ptr, M, BLOCK: tl
 
 
 def _kernel_mean(row_loss: torch.Tensor, block: int) -> torch.Tensor:
-    from tritonnet.triton_backend.loss_workspace import loss_workspace
+    from tritonnet.triton_backend.tickets import loss_workspace
 
     rows = row_loss.shape[0]
     programs = triton.cdiv(rows, block)
@@ -144,7 +144,7 @@ def test_the_operations_mean_over_programs(operation, classes, rows_by_programs,
 
 
 def test_the_workspace_is_made_once_zeroed_and_kept():
-    from tritonnet.triton_backend.loss_workspace import loss_workspace
+    from tritonnet.triton_backend.tickets import loss_workspace
 
     partials, counter = loss_workspace(torch.device(TEST_DEVICE), 5)
     assert partials.shape == (8,) and partials.dtype == torch.float32

@@ -3,7 +3,7 @@
 `loss_strides`, `LossPlan` and `launch_loss` serve the fused output layer too,
 which ends in the same outputs, and whose rows too wide for its own kernel come
 here. Both kernels take the loss's mean themselves, with a workspace from
-`loss_workspace.py`.
+`tickets.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tritonnet import checks
 from tritonnet.kernels.cross_entropy import cross_entropy_kernel
 from tritonnet.triton_backend.common import check_operands, check_scale, output_strides
 from tritonnet.triton_backend.launch import Kernel, Launch
-from tritonnet.triton_backend.loss_workspace import loss_workspace
+from tritonnet.triton_backend.tickets import loss_workspace
 from tritonnet.triton_backend.plans import Plan, Plans
 from tritonnet.triton_backend.softmax import row_blocks, row_config
 
@@ -36,7 +36,7 @@ def cross_entropy_programs(launch: Launch, rows: int) -> int:
 @dataclass(frozen=True)
 class LossPlan(Plan):
     """A loss operation's plan: also the `(partials, counter)` workspace of its
-    kernel's mean (`loss_workspace`), or None when nothing is launched."""
+    kernel's mean (`tickets.loss_workspace`), or None when nothing is launched."""
 
     workspace: tuple[torch.Tensor, torch.Tensor] | None = None
 

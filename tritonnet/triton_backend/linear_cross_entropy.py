@@ -11,7 +11,7 @@ from tritonnet.triton_backend.common import check_operands
 from tritonnet.triton_backend.cross_entropy import LossPlan, cross_entropy_launch, cross_entropy_programs
 from tritonnet.triton_backend.cross_entropy import launch_loss, loss_strides
 from tritonnet.triton_backend.launch import Kernel, Launch, dot_precision
-from tritonnet.triton_backend.loss_workspace import loss_workspace
+from tritonnet.triton_backend.tickets import loss_workspace
 from tritonnet.triton_backend.plans import Plans
 from tritonnet.triton_backend.linear import check_layer, linear_forward
 
