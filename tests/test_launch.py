@@ -441,6 +441,8 @@ def _launches(plan):
             yield value
         elif hasattr(value, "cross_entropy"):  # the wide output layer's two steps
             yield value.cross_entropy
+        elif hasattr(value, "partials_shape") and hasattr(value, "launch"):  # the split-K forward
+            yield value.launch
 
 
 @requires_gpu

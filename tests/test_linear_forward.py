@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from compile_check import (
+    ARCHITECTURES,
     DOT_PRECISIONS,
     TARGETS,
     TENSOR_CORE_PRECISIONS,
@@ -370,37 +371,81 @@ def _forward_cases() -> list:
 FORWARD_COMPILE_CASES = _forward_cases() if triton_runnable() else []
 
 
+def _split_cases() -> list:
+    """(alignment, config, weight layout, dtype, precision, arch) of the split-K
+    kernel: its configs in each class, as above, on the CUDA targets only: AMD
+    GPUs keep K whole (forward_split.split_forward), as the split kernel's AMD
+    builds spilled scalar registers (docs/kernels.md)."""
+    from tritonnet.kernels import linear_forward as kernels
+    from tritonnet.kernels.tiling import ALIGNED, UNALIGNED
+
+    precisions = {ALIGNED: TENSOR_CORE_PRECISIONS, UNALIGNED: DOT_PRECISIONS}
+    return [
+        (alignment, config, layout, dtype, precision, arch)
+        for arch in ARCHITECTURES
+        for alignment in (ALIGNED, UNALIGNED)
+        for config in kernels.LINEAR_FORWARD_SPLIT_CONFIGS
+        for layout in WEIGHT_UNIT_STRIDES
+        for dtype, precision in dot_precisions_on(arch, precisions[alignment])
+        if compiled_by_default(arch, alignment=alignment, layout=layout, dtype=dtype, precision=precision)
+    ]
+
+
+SPLIT_COMPILE_CASES = _split_cases() if triton_runnable() else []
+
+
 def forward_case_id(case) -> str:
     alignment, config, layout, dtype, precision, arch = case
     return f"{alignment}-{config_id(config)}-{layout}-{precision}-{dtype}-{target_name(arch)}"
 
 
-@pytest.fixture(scope="module")
-def forward_compiled() -> dict:
+def _forward_job(split_k: bool):
+    """The compile job of a forward case, unsplit (the split's pointers None, as
+    the launcher passes them) or split (SPLIT_K)."""
     from tritonnet.kernels.linear_forward import linear_forward_kernel
+
+    split = {"SPLIT_K": split_k} if split_k else {"SPLIT_K": False, "partials_ptr": None, "counters_ptr": None}
 
     def job(alignment, config, layout, dtype, precision, arch):
         return compile_job(
             linear_forward_kernel,
             arch,
             dtype=dtype,
+            pointers={"partials_ptr": "*fp32", "counters_ptr": "*i32"},
             config=config,
             # Bias and sigmoid on: the variant with the most work in its epilogue.
-            constexprs={"HAS_BIAS": True, "ACTIVATION": "sigmoid", "INPUT_PRECISION": precision},
+            constexprs={"HAS_BIAS": True, "ACTIVATION": "sigmoid", "INPUT_PRECISION": precision, **split},
             unit_strides=("stride_xk", WEIGHT_UNIT_STRIDES[layout], "stride_yn", "stride_b"),
             aligned=alignment == "aligned",
             count_instructions=alignment == "aligned",
         )
 
-    return compile_cases(FORWARD_COMPILE_CASES, forward_case_id, job)
+    return job
+
+
+def split_case_id(case) -> str:
+    return f"split-k-{forward_case_id(case)}"
+
+
+@pytest.fixture(scope="module")
+def forward_compiled() -> dict:
+    """Every build of both case lists, by test id."""
+    return {
+        **compile_cases(FORWARD_COMPILE_CASES, forward_case_id, _forward_job(split_k=False)),
+        **compile_cases(SPLIT_COMPILE_CASES, split_case_id, _forward_job(split_k=True)),
+    }
 
 
 @requires_triton
-@pytest.mark.parametrize("case", FORWARD_COMPILE_CASES, ids=forward_case_id)
-def test_linear_forward_kernel_compiles_without_spills(forward_compiled, case, record_property):
-    """No spills, and tensor cores for the aligned configs: one test per build, whose
-    name the GPU check's `-k "not without_spills"` leaves to CI."""
-    assert_config_compiled(forward_compiled[forward_case_id(case)], case[0], case[-1], record_property)
+@pytest.mark.parametrize(
+    "case_id,case",
+    [pytest.param(forward_case_id(case), case, id=forward_case_id(case)) for case in FORWARD_COMPILE_CASES]
+    + [pytest.param(split_case_id(case), case, id=split_case_id(case)) for case in SPLIT_COMPILE_CASES],
+)
+def test_linear_forward_kernel_compiles_without_spills(forward_compiled, case_id, case, record_property):
+    """No spills, and tensor cores for the aligned configs, unsplit and split-K: one
+    test per build, whose name the GPU check's `-k "not without_spills"` leaves to CI."""
+    assert_config_compiled(forward_compiled[case_id], case[0], case[-1], record_property)
 
 
 @requires_triton
@@ -412,3 +457,76 @@ def test_linear_forward_fixed_configs_are_compiled():
     for lists in (kernels.LINEAR_FORWARD_CONFIGS, kernels.LINEAR_FORWARD_AMD_CONFIGS):
         for alignment, config in kernels.LINEAR_FORWARD_FIXED_CONFIGS.items():
             assert any(config is listed for listed in lists[alignment])
+
+
+# --- split-K ------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_splits(monkeypatch):
+    """Split K from 16 features a split, so that small shapes split on the
+    interpreter's 8 "processors" (weight_gradient.INTERPRETER_PROCESSORS); fresh
+    plans, which decide the split."""
+    from tritonnet.kernels import linear_forward as kernels
+    from tritonnet.triton_backend import plans
+
+    monkeypatch.setattr(kernels, "SPLIT_MIN_K", 16)
+    plans.clear_caches()
+    yield
+    plans.clear_caches()
+
+
+# (rows, in_features, out_features, splits): 2 splits of 32; 3 with the last 6
+# features long; 4 over two row tiles (two ticket counters).
+SPLIT_SHAPES = [(20, 64, 30, 2), (5, 70, 60, 3), (40, 100, 30, 4)]
+
+
+@requires_triton
+@pytest.mark.skipif(not interpreter_enabled(), reason="the split counts are the interpreter's 8 processors'")
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("layout", ["contiguous", "w.t()", "x strided"])
+@pytest.mark.parametrize("rows,in_features,out_features,splits", SPLIT_SHAPES)
+def test_linear_forward_split_k_matches_oracle(
+    small_splits, rows, in_features, out_features, splits, layout, with_bias, activation
+):
+    from tritonnet.triton_backend.forward_split import ForwardSplit
+    from tritonnet.triton_backend.linear import _forward_plans
+
+    x, weight, bias = make_linear_inputs(
+        rows, in_features, out_features, with_bias=with_bias,
+        weight_transposed=layout == "w.t()", x_strided=layout == "x strided",
+    )
+    with use_backend("triton"):
+        result = check_forward(x, weight, bias, activation)
+        (plan,) = _forward_plans.entries.values()
+        assert isinstance(plan.launch, ForwardSplit) and plan.launch.partials_shape[0] == splits
+        assert not plan.launch.counters.any(), "each tile's last split resets its counter"
+        again = ops_for(x).linear_forward(x, weight, bias, activation)
+    assert torch.equal(again, result), "the same bits on a second call"
+
+
+@random_examples
+@given(
+    rows=st.integers(1, 5000),
+    in_features=st.integers(1, 4096),
+    out_features=st.integers(1, 2048),
+    processors=st.integers(1, 200),
+)
+def test_forward_splits_cover_k(rows, in_features, out_features, processors):
+    """Splits only where the tiles are at most 1 / SPLIT_FAR_BELOW of the
+    processors; then runs of whole SPLIT_K_STEPs, at least SPLIT_MIN_K long, none
+    empty, that cover K."""
+    from tritonnet.kernels import linear_forward as kernels
+
+    splits, k_per_split = kernels.forward_splits(rows, in_features, out_features, processors)
+    if splits == 1:
+        assert k_per_split == in_features
+        return
+    tiles = -(-rows // kernels.SPLIT_BLOCK_M) * -(-out_features // kernels.SPLIT_BLOCK_N)
+    assert tiles * kernels.SPLIT_FAR_BELOW <= processors
+    assert k_per_split % kernels.SPLIT_K_STEP == 0 and k_per_split >= kernels.SPLIT_MIN_K
+    assert (splits - 1) * k_per_split < in_features <= splits * k_per_split
+    for config in kernels.LINEAR_FORWARD_SPLIT_CONFIGS:
+        assert kernels.SPLIT_K_STEP % config.kwargs["BLOCK_K"] == 0
+        assert (config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]) == (kernels.SPLIT_BLOCK_M, kernels.SPLIT_BLOCK_N)

@@ -104,11 +104,13 @@ class Kernel:
     as Triton's grid callables do. `autotuned` (Triton autotuners of this kernel)
     and `fixed` (configs) each are one object, or a dict by alignment class. A
     kernel with neither has its config computed by its launcher (`Launch(config=)`).
+    `name` (the kernel's own by default) names its entries in the tuned table: two
+    uses of one kernel with different config lists need two.
     """
 
-    def __init__(self, kernel, grid: Callable[[dict], tuple], autotuned=None, fixed=None) -> None:
+    def __init__(self, kernel, grid: Callable[[dict], tuple], autotuned=None, fixed=None, name: str | None = None) -> None:
         self.kernel = kernel
-        self.name = kernel.__name__
+        self.name = name or kernel.__name__
         self.arg_names = list(kernel.arg_names)
         self.grid = grid
         self.autotuned = _by_alignment(autotuned)

@@ -6,6 +6,8 @@ plan per launch key (`plans.Plans`) checks the arguments (the kernels trust
 them) and skips the launches when there is nothing to compute; each call
 allocates the outputs that were not given and launches. Each GEMM offers configs
 per alignment class (tensor-core tiles for aligned operands, `alignment.py`).
+The forward splits K where its tiles are far fewer than the SMs, in
+`forward_split.py`.
 The weight gradient's launch, split over the batch when it is large, is
 `weight_gradient.py`'s; `linear_backward_sgd` runs the same plan with the SGD
 step in that launch's epilogue.
@@ -23,6 +25,7 @@ from tritonnet.kernels import linear_backward as backward_kernels
 from tritonnet.kernels import linear_forward as forward_kernels
 from tritonnet.reference import ACTIVATIONS
 from tritonnet.triton_backend.common import check_operands, check_scale
+from tritonnet.triton_backend.forward_split import split_forward
 from tritonnet.triton_backend.launch import Kernel, Launch, dot_precision
 from tritonnet.triton_backend.plans import Plan, Plans
 from tritonnet.triton_backend.sgd import check_parameter
@@ -91,11 +94,15 @@ def _plan_forward(x: object, weight: object, bias: object, activation: object, o
     )
     launch = None
     if rows and out_features:
-        launch = Launch(
-            FORWARD,
-            HAS_BIAS=bias is not None,
-            ACTIVATION=activation,
-            INPUT_PRECISION=dot_precision(x.dtype, precision),
+        constexprs = {
+            "HAS_BIAS": bias is not None,
+            "ACTIVATION": activation,
+            "INPUT_PRECISION": dot_precision(x.dtype, precision),
+        }
+        # K split where the tiles would leave most SMs idle (forward_split.py);
+        # unsplit, the split's arguments are not read.
+        launch = split_forward(x, out_features, constexprs) or Launch(
+            FORWARD, partials_ptr=None, counters_ptr=None, k_per_split=0, SPLIT_K=False, **constexprs
         )
     return Plan((rows, out_features), x.dtype, x.device, sizes, launch)
 
