@@ -172,6 +172,39 @@ def test_linear_backward_sgd_steps_once_through_the_autotuner(monkeypatch, in_fe
         torch.testing.assert_close(bias_tensor, expected_bias, **TOLERANCES["ieee"])
 
 
+def test_last_program_reductions_are_race_free_and_repeatable():
+    """The reductions where the last program to draw a ticket adds the others'
+    partials: the split-K forward at batch 64 and the loss's mean over many
+    programs. The interpreter runs programs one after another and cannot show a
+    race; here 200 calls on the GPU must match the float64 oracle and give the
+    same bits every time."""
+    from tritonnet.kernels import linear_forward as forward_kernels
+    from tritonnet.triton_backend.weight_gradient import processors
+
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        splits, _ = forward_kernels.forward_splits(64, 784, 512, processors(torch.device("cuda")))
+        assert splits > 1, "this GPU keeps the exercise's first layer unsplit at batch 64: nothing to test"
+        x, weight, bias = layer_tensors(64, 784, 512, torch.float32)
+        inputs, out_weight, out_bias = layer_tensors(4096, 128, 10, torch.float32)
+        target = torch.randint(0, 10, (4096,), device="cuda")
+        with use_backend("triton"):
+            first_hidden = ops().linear_forward(x, weight, bias, "sigmoid").clone()
+            first_loss = ops().linear_cross_entropy(inputs, out_weight, out_bias, target, 1 / 4096)[1].clone()
+            hidden = [ops().linear_forward(x, weight, bias, "sigmoid") for _ in range(200)]
+            losses = [ops().linear_cross_entropy(inputs, out_weight, out_bias, target, 1 / 4096)[1] for _ in range(200)]
+        expected_hidden = torch.sigmoid(x.double() @ weight.double() + bias.double())
+        logits = inputs.double() @ out_weight.double() + out_bias.double()
+        expected_loss = torch.nn.functional.cross_entropy(logits, target)
+        torch.testing.assert_close(first_hidden.double(), expected_hidden, **TOLERANCES["ieee"])
+        torch.testing.assert_close(first_loss.double(), expected_loss, **TOLERANCES["ieee"])
+        assert all(torch.equal(h, first_hidden) for h in hidden), "the split forward's bits changed between calls"
+        assert all(torch.equal(loss, first_loss) for loss in losses), "the loss's bits changed between calls"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 @pytest.mark.parametrize("grad_scale", tritonnet.GRAD_SCALES)
 def test_training_on_gpu_follows_the_cpu_reference(grad_scale):
     """100 steps of the exercise MLP: Triton on the GPU, reference on the CPU, at ieee."""
