@@ -20,8 +20,8 @@
 # training run is skipped and the training benchmark uses random data.
 #
 # The steps run in order of what matters most, each under its own time limit, so a
-# slow step costs only its own results. The default steps' limits add up to 7 min
-# 50 s; op_tests and compile are for a second run (GPU_CHECK_STEPS). It writes the
+# slow step costs only its own results. The default steps' limits add up to 8
+# minutes; op_tests and compile are for a second run (GPU_CHECK_STEPS). It writes the
 # log, the test reports, five CSVs, the training history and the tuned table
 # (tuned_<gpu>.json, to commit as kernels/tuned/<gpu>.json); the device tool
 # brings back at most 8 files, so GPU_CHECK_PACK=1 packs all but the log into
@@ -86,7 +86,7 @@ pytest=("$python" -m pytest -q -p no:cacheprovider -m "not slow" -rs --durations
 # package, where they read it (their first calls then skip autotuning), and a copy
 # to the results. A run cut short keeps the batches it finished.
 if wanted tune; then
-    step 60 "$python" benchmarks/tune.py --quick
+    step 55 "$python" benchmarks/tune.py --quick
     cp tritonnet/kernels/tuned/"$slug".json "$results/tuned_${slug}.json" 2>/dev/null
 fi
 
@@ -108,7 +108,7 @@ fi
 if ! wanted train; then
     :
 elif [ -n "${TRITONNET_DATA:-}" ]; then
-    step 45 "$python" -m tritonnet train --dataset fashion-mnist --backend triton --device cuda \
+    step 35 "$python" -m tritonnet train --dataset fashion-mnist --backend triton --device cuda \
         --epochs 30 --no-progress --out "$stage/run"
     cp "$stage/run/history.json" "$results/gpu_check_${slug}_train_history.json" 2>/dev/null
 else
@@ -142,7 +142,7 @@ fi
 # TF32) and bf16, with short do_bench windows and no torch.compile rows (its
 # compiles take minutes: step 5 times the training step alone).
 if wanted bench; then
-    step 30 "$python" benchmarks/bench_launch.py --quick --results-dir "$results"
+    step 25 "$python" benchmarks/bench_launch.py --quick --results-dir "$results"
     fast="tritonnet,torch-eager,torch-mm"
     step 80 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
     step 20 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
@@ -150,6 +150,9 @@ if wanted bench; then
     # The graphed providers add their GPU kernel time per step (one profiled epoch each).
     step 75 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
         --providers tritonnet,tritonnet-cuda-graph,tritonnet-epoch-graph,tritonnet-module,torch-eager,torch-cuda-graph,exercise-style
+    # The graphed step with its split-K forward and its SGD epilogue each on and off:
+    # which of the two fusions to keep.
+    step 30 "$python" benchmarks/bench_step_variants.py --quick --results-dir "$results" --batch-sizes 64
 fi
 
 # 4. Every operation's tests with their tensors on the GPU (conftest.TEST_DEVICE).

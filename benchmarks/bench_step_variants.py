@@ -1,0 +1,141 @@
+"""Which of the graphed step's fusions pay on this GPU?
+
+The trainer's step on a GPU (`make_epoch_steps`: 64 steps per CUDA graph replay,
+each batch gathered on the device) is timed with each of two fusions on and off,
+taking turns epoch by epoch, on synthetic data of Fashion-MNIST's size:
+
+- the split-K forward at small batch (`kernels.linear_forward.forward_splits`);
+  off, every forward launches its tiles alone, as before the split;
+- the SGD step in the weight-gradient kernel's epilogue; off, each layer's
+  gradients are written out and `sgd_update` steps the weights in a launch of
+  its own, as before (one launch more per layer).
+
+Providers: "fused" (both on, what ships), "unsplit-forward", "separate-sgd" and
+"neither". Each row gives the wall time per step and the GPU kernel time per step
+(torch.profiler, `kernel_time.py`); the issue's rule is to keep whichever measures
+faster. The loss's mean inside its kernel has no "off": the old `.mean()` is gone.
+
+    python benchmarks/bench_step_variants.py [--quick] [--results-dir DIR] [--providers ...]
+
+Without CUDA it says so and exits 0 (the fusions exist only in the compiled
+kernels); `--smoke` then runs the variants eagerly on the CPU under Triton's
+interpreter, one short epoch each, to show the switches work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Iterator
+
+import torch
+
+from harness import Environment, Quantiles, ResultWriter, parser, results_dir, select_providers, time_in_turns
+from kernel_time import profile_kernel_time
+
+PROVIDERS = ["fused", "unsplit-forward", "separate-sgd", "neither"]
+TRAIN_ROWS = 60_000
+LR = 0.1
+
+
+def _separate_sgd(grad_output, x, weight, bias, output, activation, scale, lr, *, need_grad_input=True,
+                  out_grad_input=None):
+    """`linear_backward_sgd` as it was before the epilogue: the gradients, then the step."""
+    from tritonnet import triton_backend
+
+    grad_input, grad_weight, grad_bias = triton_backend.linear_backward(
+        grad_output, x, weight, output, activation, scale,
+        need_grad_input=need_grad_input, need_grad_bias=bias is not None, out_grad_input=out_grad_input,
+    )
+    triton_backend.sgd_update(weight, bias, grad_weight, grad_bias, lr)
+    return grad_input
+
+
+@contextlib.contextmanager
+def variant(provider: str) -> Iterator[None]:
+    """The fusions `provider` turns off, switched off for the duration (the plans
+    are cleared on the way in and out, so no launch of another variant is reused)."""
+    from tritonnet import triton_backend
+    from tritonnet.kernels import linear_forward
+    from tritonnet.triton_backend import plans
+
+    patches = []
+    if provider in ("unsplit-forward", "neither"):
+        patches.append((linear_forward, "forward_splits", lambda rows, in_features, *_: (1, in_features)))
+    if provider in ("separate-sgd", "neither"):
+        patches.append((triton_backend, "linear_backward_sgd", _separate_sgd))
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    plans.clear_caches()
+    try:
+        for owner, name, replacement in patches:
+            setattr(owner, name, replacement)
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+        plans.clear_caches()
+
+
+class VariantEpochs:
+    """One provider's model and epoch runner; `train_epoch` runs a whole epoch."""
+
+    def __init__(self, provider: str, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 limit: int | None) -> None:
+        import tritonnet
+        from tritonnet.backend import use_backend
+
+        self.provider, self.use_backend = provider, use_backend
+        torch.manual_seed(1)
+        self.model = tritonnet.MLP(batch_size, LR, device=images.device)
+        self.images, self.labels = images, labels
+        self.steps = tritonnet.make_epoch_steps(self.model, images, labels, batch_size)
+        full = len(labels) // batch_size
+        self.count = min(full, limit) if limit else full
+        self.losses = torch.zeros(self.count, dtype=torch.float64, device=images.device)
+        self.generator = torch.Generator(device=self.steps.order_device).manual_seed(0)
+
+    def train_epoch(self) -> None:
+        order = torch.randperm(len(self.labels), generator=self.generator, device=self.generator.device)
+        chunk = self.steps.chunk_steps
+        with variant(self.provider), self.use_backend("triton"):
+            for first in range(0, self.count, chunk):
+                self.steps.run(order, first, min(chunk, self.count - first), self.losses)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parser(__doc__.splitlines()[0])
+    arguments.add_argument("--batch-sizes", default="64,1024", help="comma-separated (default 64,1024)")
+    options = arguments.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    if not cuda and not options.smoke:
+        print("bench_step_variants: no CUDA device; the fusions exist only in the compiled kernels")
+        return 0
+    if not cuda:
+        os.environ["TRITON_INTERPRET"] = "1"  # before tritonnet imports triton, which reads it once
+    device = torch.device("cuda" if cuda else "cpu")
+    providers = select_providers(PROVIDERS, PROVIDERS, options.providers)
+    batches = [16] if options.smoke else [int(size) for size in options.batch_sizes.split(",") if size]
+    rows, limit, repeats = (64, 2, 1) if options.smoke else (TRAIN_ROWS, None, 3 if options.quick else 5)
+    torch.manual_seed(0)
+    images = torch.rand(rows, 784, device=device)
+    labels = torch.randint(0, 10, (rows,), device=device)
+    writer = ResultWriter("step_variants", results_dir(options), Environment.detect(device))
+    torch.set_float32_matmul_precision("highest")
+    mode = "synthetic fp32-ieee"
+    for batch in batches:
+        runs = {name: VariantEpochs(name, images, labels, batch, limit) for name in providers}
+        epochs = {name: run.train_epoch for name, run in runs.items()}
+        seconds = time_in_turns(epochs, device, warmup=1, repeats=repeats)
+        for name, run in runs.items():
+            writer.add(name, mode, "batch", batch, "epoch_time", "ms", seconds[name].scaled(1e3))
+            writer.add(name, mode, "batch", batch, "wall_us_per_step", "us", seconds[name].scaled(1e6 / run.count))
+            if cuda:
+                kernels = profile_kernel_time(run.train_epoch, run.count)
+                total = sum(kernels.values())
+                writer.add(name, mode, "batch", batch, "gpu_kernel_us_per_step", "us", Quantiles(total, total, total))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

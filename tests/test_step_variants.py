@@ -1,0 +1,90 @@
+"""benchmarks/bench_step_variants.py switches each fusion off, and only that one.
+
+The benchmark decides on a GPU which fusions to keep; its numbers mean something
+only if each variant launches what it says and trains the same network. Here, in
+Triton's interpreter, one fused step per variant on a small network whose first
+layer splits K at this batch: the kernels it launches, and its weights against
+the reference backend's step.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import tritonnet
+from tritonnet.backend import use_backend
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+SIZES = (256, 32, 10)  # the first layer splits K in 2 on the interpreter's 8 "SMs" at batch 16
+BATCH = 16
+
+
+def _load_variants():
+    sys.path.insert(0, str(BENCHMARKS_DIR))  # the script imports its neighbours, as when run
+    try:
+        spec = importlib.util.spec_from_file_location("bench_step_variants", BENCHMARKS_DIR / "bench_step_variants.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS_DIR))
+
+
+variants = _load_variants()
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """(kernel name, split K or not) of every kernel launched, in order."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    names = []
+    run = InterpretedFunction.run
+
+    def counting_run(self, *args, **kwargs):
+        names.append((self.fn.__name__, bool(kwargs.get("SPLIT_K", False))))
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(InterpretedFunction, "run", counting_run)
+    return names
+
+
+def _one_step(backend: str, provider: str | None = None) -> tritonnet.MLP:
+    torch.manual_seed(3)
+    model = tritonnet.MLP(BATCH, 0.5, SIZES)
+    x, labels = torch.rand(BATCH, SIZES[0]), torch.randint(0, SIZES[-1], (BATCH,))
+    step = tritonnet.make_step(model, cuda_graph=False)
+    with use_backend(backend):
+        if provider is None:
+            step(x, labels)
+        else:
+            with variants.variant(provider):
+                step(x, labels)
+    return model
+
+
+@pytest.mark.parametrize("provider", variants.PROVIDERS)
+def test_each_variant_launches_what_it_says_and_trains_as_the_reference(provider, launched):
+    model = _one_step("triton", provider)
+    split_forwards = sum(1 for name, split in launched if name == "linear_forward_kernel" and split)
+    separate_steps = sum(1 for name, _ in launched if name == "sgd_update_kernel")
+    assert split_forwards == (0 if provider in ("unsplit-forward", "neither") else 1)
+    assert separate_steps == (len(SIZES) - 1 if provider in ("separate-sgd", "neither") else 0)
+    expected = _one_step("reference")
+    for name, value in expected.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_variants_put_everything_back():
+    from tritonnet import triton_backend
+    from tritonnet.kernels import linear_forward
+
+    before = (triton_backend.linear_backward_sgd, linear_forward.forward_splits)
+    with variants.variant("neither"):
+        assert (triton_backend.linear_backward_sgd, linear_forward.forward_splits) != before
+    assert (triton_backend.linear_backward_sgd, linear_forward.forward_splits) == before
