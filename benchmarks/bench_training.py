@@ -35,6 +35,16 @@ torch.profiler, its kernels' durations summed (kernel_time.py). The providers ta
 them all alike. When both ran, the speedup of tritonnet over torch-eager is printed
 (issue 7 asks for at least 1.5x on the CPU at batch 64) and saved as a metric.
 
+`--precision` picks the arithmetic, and names it in every row's mode:
+- "fp32-ieee" (the default): fp32 with `torch.set_float32_matmul_precision("highest")`,
+  which tritonnet's kernels follow as torch's matmuls do;
+- "fp32-tf32": the same at "high", TF32 tensor cores for both;
+- "bf16": what each API offers for bf16. The torch providers and tritonnet-module
+  run the forward and the loss under `torch.autocast(dtype=torch.bfloat16)`, fp32
+  weights and optimizer; the exercise API has no autocast, so the tritonnet
+  providers train an MLP whose weights and data are bf16 (`MLP(dtype=...)`).
+  exercise-style is left out.
+
 `--time-to-accuracy` instead trains each provider for 30 epochs from scratch and
 reports the wall time of the whole training (compilation included) and the final
 test accuracy.
@@ -96,6 +106,8 @@ GPU_PROVIDERS = (
 ON_REQUEST_PROVIDERS = ("torch-compile-max-autotune",)
 # The providers whose GPU kernel time per step is reported beside their wall time.
 GRAPHED_PROVIDERS = ("tritonnet-cuda-graph", "tritonnet-epoch-graph", "torch-cuda-graph")
+# --precision: torch's float32 matmul precision for each.
+PRECISIONS = {"fp32-ieee": "highest", "fp32-tf32": "high", "bf16": "highest"}
 
 
 @dataclass
@@ -142,6 +154,24 @@ def load_data(synthetic: bool, device: torch.device) -> Data:
     )
 
 
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on `device` for --precision bf16; a no-op context otherwise.
+    Without autocast's cache of cast weights, as torch's CUDA-graph docs ask for a
+    captured step; each weight is cast once per step here, so nothing is lost."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
+
+
+def bf16_data(data: Data) -> Data:
+    """The same data with bf16 images, for an exercise MLP whose weights are bf16."""
+    return Data(
+        data.name,
+        data.train_images.to(torch.bfloat16),
+        data.train_labels,
+        data.test_images.to(torch.bfloat16),
+        data.test_labels,
+    )
+
+
 def shuffled_batches(
     data: Data, batch_size: int, generator: torch.Generator, limit: int | None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -159,15 +189,16 @@ class ExerciseApiTrainer:
     `tritonnet.MLP` or `ModuleModel`, under one backend."""
 
     def __init__(
-        self, model, backend: str, data: Data, batch_size: int, limit: int | None, cuda_graph: bool = False
+        self, model, backend: str, data: Data, batch_size: int, limit: int | None, cuda_graph: bool = False,
+        precision: str = "fp32-ieee",
     ) -> None:
-        self.model, self.backend, self.data = model, backend, data
+        self.model, self.backend, self.data, self.precision = model, backend, data, precision
         self.batch_size, self.limit = batch_size, limit
         self.generator = torch.Generator().manual_seed(SEED)
         self.step = make_step(model, cuda_graph=cuda_graph)
 
     def train_epoch(self) -> None:
-        with use_backend(self.backend):
+        with use_backend(self.backend), autocast(self.data.train_images.device, self.precision):
             for x, labels in shuffled_batches(
                 self.data, self.batch_size, self.generator, self.limit
             ):
@@ -217,8 +248,10 @@ class TorchTrainer:
     loss function eager (`compile_mode` None) or under torch.compile in that mode."""
 
     def __init__(
-        self, compile_mode: str | None, data: Data, batch_size: int, limit: int | None
+        self, compile_mode: str | None, data: Data, batch_size: int, limit: int | None,
+        precision: str = "fp32-ieee",
     ) -> None:
+        self.precision = precision
         self.model = torch_model(data.train_images.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR)
         self.loss = (
@@ -231,7 +264,8 @@ class TorchTrainer:
         self.generator = torch.Generator().manual_seed(SEED)
 
     def _loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.model(x), labels)
+        with autocast(x.device, self.precision):
+            return F.cross_entropy(self.model(x), labels)
 
     def train_epoch(self) -> None:
         for x, labels in shuffled_batches(self.data, self.batch_size, self.generator, self.limit):
@@ -261,8 +295,9 @@ class TorchGraphTrainer:
     buffers, so the eager step does not disturb it.
     """
 
-    def __init__(self, data: Data, batch_size: int, limit: int | None) -> None:
+    def __init__(self, data: Data, batch_size: int, limit: int | None, precision: str = "fp32-ieee") -> None:
         device = data.train_images.device
+        self.precision = precision
         self.model = torch_model(device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR)
         self.data, self.batch_size, self.limit = data, batch_size, limit
@@ -273,7 +308,9 @@ class TorchGraphTrainer:
 
     def _step(self, x: torch.Tensor, labels: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(self.model(x), labels).backward()
+        with autocast(x.device, self.precision):
+            loss = F.cross_entropy(self.model(x), labels)
+        loss.backward()
         self.optimizer.step()
 
     def _capture(self) -> None:
@@ -359,7 +396,7 @@ def skip_gpu_providers(requested: list[str] | None, device: torch.device) -> lis
     return [name for name in requested if name not in GPU_PROVIDERS]
 
 
-def make_trainer(provider: str, data: Data, batch_size: int, limit: int | None):
+def make_trainer(provider: str, data: Data, batch_size: int, limit: int | None, precision: str = "fp32-ieee"):
     """A fresh trainer for `provider`, built after seeding, so every provider's
     initial weights and shuffles come from the same seed."""
     torch.manual_seed(SEED)
@@ -369,19 +406,21 @@ def make_trainer(provider: str, data: Data, batch_size: int, limit: int | None):
         from tritonnet.module_model import ModuleModel
 
         model = ModuleModel(batch_size, LR, SIZES, grad_scale="batch", device=device)
-        return ExerciseApiTrainer(model, backend, data, batch_size, limit)
-    if provider == "tritonnet-epoch-graph":
-        model = MLP(batch_size, LR, SIZES, grad_scale="batch", device=device)
-        return EpochGraphTrainer(model, data, batch_size, limit)
+        return ExerciseApiTrainer(model, backend, data, batch_size, limit, precision=precision)
     if provider.startswith("tritonnet"):
-        model = MLP(batch_size, LR, SIZES, grad_scale="batch", device=device)
+        # The exercise API has no autocast: in bf16 its weights and data are bf16.
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        data = bf16_data(data) if precision == "bf16" else data
+        model = MLP(batch_size, LR, SIZES, grad_scale="batch", device=device, dtype=dtype)
+        if provider == "tritonnet-epoch-graph":
+            return EpochGraphTrainer(model, data, batch_size, limit)
         graphed = provider == "tritonnet-cuda-graph"
         return ExerciseApiTrainer(model, backend, data, batch_size, limit, cuda_graph=graphed)
     if provider == "exercise-style":
         return ExerciseStyleTrainer(data, batch_size, limit)
     if provider == "torch-cuda-graph":
-        return TorchGraphTrainer(data, batch_size, limit)
-    return TorchTrainer(TORCH_COMPILE_MODES[provider], data, batch_size, limit)
+        return TorchGraphTrainer(data, batch_size, limit, precision)
+    return TorchTrainer(TORCH_COMPILE_MODES[provider], data, batch_size, limit, precision)
 
 
 def steps_per_epoch(data: Data, batch_size: int, limit: int | None) -> int:
@@ -423,7 +462,7 @@ def benchmark_epochs(
     for batch_size in arguments.batch_sizes:
         steps = steps_per_epoch(data, batch_size, arguments.limit)
         trainers = {
-            provider: make_trainer(provider, data, batch_size, arguments.limit)
+            provider: make_trainer(provider, data, batch_size, arguments.limit, arguments.precision)
             for provider in providers
         }
         epoch_seconds = time_in_turns(
@@ -461,7 +500,7 @@ def benchmark_time_to_accuracy(
     device = data.train_images.device
     for batch_size in arguments.batch_sizes:
         for provider in providers:
-            trainer = make_trainer(provider, data, batch_size, arguments.limit)
+            trainer = make_trainer(provider, data, batch_size, arguments.limit, arguments.precision)
             synchronize(device)
             start = time.perf_counter()
             for _ in range(arguments.epochs):
@@ -519,6 +558,12 @@ def parse_arguments(argv: list[str] | None):
         help="timed epochs (default 5, 2 with --quick, 30 to accuracy)",
     )
     arguments.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="fp32-ieee",
+        help="fp32 at full precision, fp32 with TF32 matmuls, or bf16 (default %(default)s)",
+    )
+    arguments.add_argument(
         "--warmup-epochs", type=int, default=1, help="untimed epochs before the timed ones"
     )
     arguments.add_argument(
@@ -536,16 +581,18 @@ def parse_arguments(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     device = torch.device(arguments.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    # fp32 at full precision, for torch's matmuls and for tritonnet's, which follow it.
-    torch.set_float32_matmul_precision("highest")
+    # For torch's matmuls and for tritonnet's, which follow it.
+    torch.set_float32_matmul_precision(PRECISIONS[arguments.precision])
     available = available_providers(device)
+    if arguments.precision == "bf16":
+        available.remove("exercise-style")  # its hand-written layers have no bf16 path
     compiling = [name for name in available if name.startswith("torch-compile")]
     left_out = compiling if arguments.smoke else ON_REQUEST_PROVIDERS
     default = [name for name in available if name not in left_out]
     requested = skip_gpu_providers(arguments.providers, device)
     providers = select_providers(available, default, requested)
     data = load_data(arguments.synthetic, device)
-    label = f"{data.name} fp32-ieee"
+    label = f"{data.name} {arguments.precision}"
     if arguments.limit is not None:
         label += f" {arguments.limit}-batch epochs"  # not whole epochs: say so in every row
     environment = Environment.detect(device)

@@ -86,7 +86,7 @@ pytest=("$python" -m pytest -q -p no:cacheprovider -m "not slow" -rs --durations
 # package, where they read it (their first calls then skip autotuning), and a copy
 # to the results. A run cut short keeps the batches it finished.
 if wanted tune; then
-    step 55 "$python" benchmarks/tune.py --quick
+    step 45 "$python" benchmarks/tune.py --quick
     cp tritonnet/kernels/tuned/"$slug".json "$results/tuned_${slug}.json" 2>/dev/null
 fi
 
@@ -108,7 +108,7 @@ fi
 if ! wanted train; then
     :
 elif [ -n "${TRITONNET_DATA:-}" ]; then
-    step 35 "$python" -m tritonnet train --dataset fashion-mnist --backend triton --device cuda \
+    step 30 "$python" -m tritonnet train --dataset fashion-mnist --backend triton --device cuda \
         --epochs 30 --no-progress --out "$stage/run"
     cp "$stage/run/history.json" "$results/gpu_check_${slug}_train_history.json" 2>/dev/null
 else
@@ -144,15 +144,20 @@ fi
 if wanted bench; then
     step 25 "$python" benchmarks/bench_launch.py --quick --results-dir "$results"
     fast="tritonnet,torch-eager,torch-mm"
-    step 80 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
+    step 70 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
     step 20 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
     step 25 "$python" benchmarks/bench_output_layer.py --quick --results-dir "$results" --providers "$fast"
     # The graphed providers add their GPU kernel time per step (one profiled epoch each).
-    step 75 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
+    step 70 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
         --providers tritonnet,tritonnet-cuda-graph,tritonnet-epoch-graph,tritonnet-module,torch-eager,torch-cuda-graph,exercise-style
     # The graphed step with its split-K forward and its SGD epilogue each on and off:
     # which of the two fusions to keep.
-    step 30 "$python" benchmarks/bench_step_variants.py --quick --results-dir "$results" --batch-sizes 64
+    step 25 "$python" benchmarks/bench_step_variants.py --quick --results-dir "$results" --batch-sizes 64
+    # The graphed steps in TF32 and in bf16 (autocast for torch), at batch 64: rows of their own.
+    for precision in fp32-tf32 bf16; do
+        step 20 "$python" benchmarks/bench_training.py --quick --results-dir "$results" --precision "$precision" \
+            --batch-sizes 64 --epochs 1 --providers tritonnet-epoch-graph,torch-cuda-graph
+    done
 fi
 
 # 4. Every operation's tests with their tensors on the GPU (conftest.TEST_DEVICE).
@@ -176,7 +181,7 @@ if wanted compile; then
         --providers torch-compile-max-autotune
 fi
 
-step 15 "$python" benchmarks/report.py --results-dir "$results"
+step 10 "$python" benchmarks/report.py --results-dir "$results"
 if [ "${GPU_CHECK_PACK:-0}" = 1 ]; then
     (cd "$results" && files=$(find . -maxdepth 1 -type f ! -name "gpu_check_${slug}.log" ! -name '*.tar.gz' | sort) \
         && [ -n "$files" ] && tar czf "gpu_check_${slug}_results.tar.gz" $files && rm -f $files)

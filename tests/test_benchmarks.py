@@ -251,6 +251,21 @@ def test_time_to_accuracy_reports_time_and_accuracy(tmp_path):
         assert 0 <= value(rows, provider=provider, metric="test_accuracy") <= 1
 
 
+@pytest.mark.parametrize("precision", ["fp32-tf32", "bf16"])
+def test_training_precision_names_every_row_and_leaves_out_what_has_no_such_path(tmp_path, precision):
+    result = run_script(
+        "bench_training", "--smoke", "--precision", precision, "--batch-sizes", "64", "--results-dir", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    _, rows = read_csv(tmp_path / "training.csv")
+    assert rows and all(precision in row["mode"].split() for row in rows)
+    providers = {row["provider"] for row in rows}
+    # The exercise's hand-written layers have no bf16 path; every other provider runs.
+    assert ("exercise-style" in providers) == (precision != "bf16")
+    assert {TRITONNET, "torch-eager"} <= providers
+    assert all(value(rows, provider=name, metric="epoch_time") > 0 for name in providers)
+
+
 @pytest.mark.skipif(ON_GPU, reason="on a GPU the kernel benchmarks measure instead of skipping")
 @pytest.mark.parametrize("benchmark", ["bench_linear", "bench_softmax", "bench_output_layer"])
 def test_kernel_benchmarks_skip_without_cuda(tmp_path, benchmark):
