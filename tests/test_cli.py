@@ -397,3 +397,19 @@ def test_a_finished_run_needs_resume_or_overwrite(tmp_path, capsys):
         assert (out / "checkpoint.pt").read_bytes() == before
         assert main([*args, "--overwrite"]) == 0
     assert len(json.loads((out / "history.json").read_text())["history"]) == 1
+
+
+@needs_fashion
+def test_resuming_a_finished_run_trains_nothing_and_says_so(tmp_path, capsys):
+    # What a second `make demo` does: --resume on a run that has all its epochs.
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "1", "--out", str(out)]
+    with use_backend("reference"):
+        assert main(args) == 0
+        before = (out / "checkpoint.pt").read_bytes()
+        capsys.readouterr()
+        assert main([*args, "--resume"]) == 0
+    error = capsys.readouterr().err
+    assert f"resuming {out}: it ended at epoch 1, and --epochs 1 asks for no more" in error
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert len(json.loads((out / "history.json").read_text())["history"]) == 1

@@ -198,7 +198,11 @@ def _train(config: TrainConfig, dataset: Dataset, out: Path, device: torch.devic
         history = list(state["history"])
         first_epoch, first_step, partial = state["epoch"] + 1, state["step"], dict(state["partial"])
         checkpoints.holds = describe_progress(state["epoch"], state["step"])
-        log(f"resuming {out} at epoch {first_epoch}, step {first_step}")
+        if first_epoch > config.epochs:
+            log(f"resuming {out}: it ended at epoch {state['epoch']}, and --epochs {config.epochs} asks "
+                "for no more (a larger --epochs extends it)")
+        else:
+            log(f"resuming {out} at epoch {first_epoch}, step {first_step}")
 
     test_images = dataset.test_images.to(device)
     test_labels = dataset.test_labels.to(device)
