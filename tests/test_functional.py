@@ -414,6 +414,45 @@ def test_no_grad_records_nothing(backend):
     assert with_grad.requires_grad  # the same call records a graph outside no_grad
 
 
+@pytest.mark.parametrize(
+    "name, function",
+    [
+        ("linear_sigmoid", functions.Linear),
+        ("softmax", functions.Softmax),
+        ("cross_entropy", functions.CrossEntropy),
+        ("linear_cross_entropy", functions.LinearCrossEntropy),
+    ],
+)
+def test_without_grad_the_operation_runs_without_its_function(backend, name, function, monkeypatch):
+    """Under no_grad, or with nothing that requires grad, the backend's operation is
+    called without an autograd node (its `apply` would cost host time for
+    nothing); its result is the autograd route's, bit for bit."""
+    torch.manual_seed(11)
+    x = torch.randn(6, 5, device=DEVICE)
+    weight = torch.randn(4, 5, device=DEVICE, requires_grad=True)
+    bias = torch.randn(4, device=DEVICE)
+    target = torch.tensor([0, 3, 1, 2, 3, 1], device=DEVICE)
+    arguments = {
+        "linear_sigmoid": (x, weight, bias),
+        "softmax": (x,),
+        "cross_entropy": (x, target),
+        "linear_cross_entropy": (x, weight, bias, target),
+    }[name]
+    call = getattr(functional, name)
+    recorded = call(*[a.detach().requires_grad_() if a is x else a for a in arguments])
+    assert recorded.grad_fn is not None  # with grad: the Function's node
+
+    def refuse(*args):
+        raise AssertionError(f"{function.__name__}.apply called without grad")
+
+    monkeypatch.setattr(function, "apply", refuse)
+    with torch.no_grad():
+        plain = call(*arguments)
+    assert plain.grad_fn is None and torch.equal(plain, recorded.detach())
+    if name in ("softmax", "cross_entropy"):  # nothing among their arguments requires grad
+        assert torch.equal(call(*arguments), plain)
+
+
 # --- autocast -----------------------------------------------------------------
 
 

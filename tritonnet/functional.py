@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from tritonnet import arguments, checks, functions, library_ops
+from tritonnet.backend import ops_for
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -39,8 +40,10 @@ def _linear(x: object, weight: object, bias: object, activation: str) -> torch.T
     rows = _rows(x)
     if torch.compiler.is_compiling():
         output = library_ops.linear(rows, weight, bias, activation)
-    else:
+    elif functions.needs_grad(rows, weight, bias):
         output = functions.Linear.apply(rows, weight, bias, activation)
+    else:  # the backends take the weight [in, out]: its transposed view
+        output = ops_for(rows, weight, bias).linear_forward(rows, weight.t(), bias, activation)
     return output if x.dim() == 2 else output.reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -74,8 +77,10 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     rows = moved.reshape(-1, moved.shape[-1]).contiguous()
     if torch.compiler.is_compiling():
         probabilities = library_ops.softmax(rows)
-    else:
+    elif functions.needs_grad(rows):
         probabilities = functions.Softmax.apply(rows)
+    else:
+        probabilities = ops_for(rows).softmax(rows)
     return probabilities.reshape(moved.shape).movedim(-1, dim)
 
 
@@ -94,7 +99,9 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     rows = _rows(logits).contiguous()
     if compiling:
         return library_ops.cross_entropy(rows, target)[0]
-    return functions.CrossEntropy.apply(rows, target)
+    if functions.needs_grad(rows):
+        return functions.CrossEntropy.apply(rows, target)
+    return ops_for(rows, target).cross_entropy(rows, target, 1.0 / max(rows.shape[0], 1))[1]
 
 
 def linear_cross_entropy(
@@ -112,7 +119,11 @@ def linear_cross_entropy(
     rows = _rows(x)
     if compiling:
         return library_ops.linear_cross_entropy(rows, weight, bias, target)[0]
-    return functions.LinearCrossEntropy.apply(rows, weight, bias, target)
+    if functions.needs_grad(rows, weight, bias):
+        return functions.LinearCrossEntropy.apply(rows, weight, bias, target)
+    return ops_for(rows, weight, bias, target).linear_cross_entropy(
+        rows, weight.t(), bias, target, 1.0 / max(rows.shape[0], 1)
+    )[1]
 
 
 def mlp_cross_entropy(

@@ -41,6 +41,14 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd would record an operation on `tensors`: grad mode is on and
+    one of them requires grad. Where it would not (inference, `torch.no_grad`),
+    `tritonnet.functional` calls the backend's operation itself: a Function's
+    `apply` would cost its Python for a node nobody differentiates."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def softmax_backward(probabilities: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     """`p * (g - sum(g * p))` over rows, in at least fp32.
 
