@@ -73,7 +73,8 @@ def store_mean(partial, M, partials_ptr, counter_ptr, loss_ptr):
         loss_ptr: the 0-dim fp32 mean.
     """
     programs = tl.num_programs(axis=0)
-    tl.store(partials_ptr + tl.program_id(axis=0), partial)
+    # An int64 program id before the pointer arithmetic, as in every kernel here.
+    tl.store(partials_ptr + tl.program_id(axis=0).to(tl.int64), partial)
     tl.debug_barrier()  # the store before the ticket, or before a lone program's own load
     ticket = programs - 1  # a lone program's
     if programs > 1:
