@@ -31,12 +31,12 @@ from typing import Iterator
 
 import torch
 
+from bench_training import LR, Data, EpochGraphTrainer, batch_sizes, synthetic_data
 from harness import Environment, Quantiles, ResultWriter, parser, results_dir, select_providers, time_in_turns
 from kernel_time import profile_kernel_time
+from tritonnet import MLP
 
 PROVIDERS = ["fused", "unsplit-forward", "separate-sgd", "neither"]
-TRAIN_ROWS = 60_000
-LR = 0.1
 
 
 def _separate_sgd(grad_output, x, weight, bias, output, activation, scale, lr, *, need_grad_input=True,
@@ -77,35 +77,24 @@ def variant(provider: str) -> Iterator[None]:
         plans.clear_caches()
 
 
-class VariantEpochs:
-    """One provider's model and epoch runner; `train_epoch` runs a whole epoch."""
+class VariantEpochs(EpochGraphTrainer):
+    """The trainer's epoch on a GPU (bench_training's `tritonnet-epoch-graph`) with
+    the fusions `provider` turns off switched off while it runs."""
 
-    def __init__(self, provider: str, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                 limit: int | None) -> None:
-        import tritonnet
-        from tritonnet.backend import use_backend
-
-        self.provider, self.use_backend = provider, use_backend
+    def __init__(self, provider: str, data: Data, batch_size: int, limit: int | None) -> None:
         torch.manual_seed(1)
-        self.model = tritonnet.MLP(batch_size, LR, device=images.device)
-        self.images, self.labels = images, labels
-        self.steps = tritonnet.make_epoch_steps(self.model, images, labels, batch_size)
-        full = len(labels) // batch_size
-        self.count = min(full, limit) if limit else full
-        self.losses = torch.zeros(self.count, dtype=torch.float64, device=images.device)
-        self.generator = torch.Generator(device=self.steps.order_device).manual_seed(0)
+        model = MLP(batch_size, LR, device=data.train_images.device)
+        super().__init__(model, data, batch_size, limit)
+        self.provider = provider
 
     def train_epoch(self) -> None:
-        order = torch.randperm(len(self.labels), generator=self.generator, device=self.generator.device)
-        chunk = self.steps.chunk_steps
-        with variant(self.provider), self.use_backend("triton"):
-            for first in range(0, self.count, chunk):
-                self.steps.run(order, first, min(chunk, self.count - first), self.losses)
+        with variant(self.provider):
+            super().train_epoch()
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parser(__doc__.splitlines()[0])
-    arguments.add_argument("--batch-sizes", default="64,1024", help="comma-separated (default 64,1024)")
+    arguments.add_argument("--batch-sizes", type=batch_sizes, default=[64, 1024], help="comma-separated (default 64,1024)")
     options = arguments.parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda and not options.smoke:
@@ -115,23 +104,22 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TRITON_INTERPRET"] = "1"  # before tritonnet imports triton, which reads it once
     device = torch.device("cuda" if cuda else "cpu")
     providers = select_providers(PROVIDERS, PROVIDERS, options.providers)
-    batches = [16] if options.smoke else [int(size) for size in options.batch_sizes.split(",") if size]
-    rows, limit, repeats = (64, 2, 1) if options.smoke else (TRAIN_ROWS, None, 3 if options.quick else 5)
-    torch.manual_seed(0)
-    images = torch.rand(rows, 784, device=device)
-    labels = torch.randint(0, 10, (rows,), device=device)
+    batches = [16] if options.smoke else options.batch_sizes
+    limit, repeats = (2, 1) if options.smoke else (None, 3 if options.quick else 5)
+    data = synthetic_data(device)
     writer = ResultWriter("step_variants", results_dir(options), Environment.detect(device))
     torch.set_float32_matmul_precision("highest")
     mode = "synthetic fp32-ieee"
     for batch in batches:
-        runs = {name: VariantEpochs(name, images, labels, batch, limit) for name in providers}
+        runs = {name: VariantEpochs(name, data, batch, limit) for name in providers}
         epochs = {name: run.train_epoch for name, run in runs.items()}
         seconds = time_in_turns(epochs, device, warmup=1, repeats=repeats)
         for name, run in runs.items():
+            steps = run.steps_per_epoch
             writer.add(name, mode, "batch", batch, "epoch_time", "ms", seconds[name].scaled(1e3))
-            writer.add(name, mode, "batch", batch, "wall_us_per_step", "us", seconds[name].scaled(1e6 / run.count))
+            writer.add(name, mode, "batch", batch, "wall_us_per_step", "us", seconds[name].scaled(1e6 / steps))
             if cuda:
-                kernels = profile_kernel_time(run.train_epoch, run.count)
+                kernels = profile_kernel_time(run.train_epoch, steps)
                 total = sum(kernels.values())
                 writer.add(name, mode, "batch", batch, "gpu_kernel_us_per_step", "us", Quantiles(total, total, total))
     return 0

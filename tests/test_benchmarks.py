@@ -11,7 +11,6 @@ case was sized with (computed here from the shapes, independently of the scripts
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import re
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+from benchmark_scripts import BENCHMARKS_DIR, load_script
 SCRIPT_TIMEOUT_SECONDS = 300  # a bound for a hung script, far above a smoke run
 
 ON_GPU = torch.cuda.is_available()
@@ -31,17 +30,6 @@ TRITONNET = "tritonnet" if ON_GPU else "tritonnet-reference"
 # CSV numbers are written with 6 significant digits: a product of two of them is
 # off by at most about 1e-5 relative.
 CSV_ROUNDING = 1e-4
-
-
-def load_script(name: str):
-    """A benchmarks/ file as a module, loaded by its path as the CLI loads run.py."""
-    spec = importlib.util.spec_from_file_location(
-        f"benchmarks_{name}", BENCHMARKS_DIR / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 harness = load_script("harness")

@@ -383,14 +383,21 @@ def test_a_second_run_on_the_same_out_fails_at_once(tmp_path):
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
 
 
-@needs_fashion
-def test_a_finished_run_needs_resume_or_overwrite(tmp_path, capsys):
+def finished_run(tmp_path: Path, capsys) -> tuple[Path, list[str], bytes]:
+    """A one-epoch run trained to its end in-process: its folder, the command's
+    arguments and its checkpoint's bytes; its output read away."""
     out = tmp_path / "run"
     args = ["train", *TINY, "--epochs", "1", "--out", str(out)]
     with use_backend("reference"):
         assert main(args) == 0
-        before = (out / "checkpoint.pt").read_bytes()
-        capsys.readouterr()
+    capsys.readouterr()
+    return out, args, (out / "checkpoint.pt").read_bytes()
+
+
+@needs_fashion
+def test_a_finished_run_needs_resume_or_overwrite(tmp_path, capsys):
+    out, args, before = finished_run(tmp_path, capsys)
+    with use_backend("reference"):
         assert main(args) == 1
         error = capsys.readouterr().err
         assert f"{out} is not empty" in error and "--overwrite" in error and "Traceback" not in error
@@ -402,12 +409,8 @@ def test_a_finished_run_needs_resume_or_overwrite(tmp_path, capsys):
 @needs_fashion
 def test_resuming_a_finished_run_trains_nothing_and_says_so(tmp_path, capsys):
     # What a second `make demo` does: --resume on a run that has all its epochs.
-    out = tmp_path / "run"
-    args = ["train", *TINY, "--epochs", "1", "--out", str(out)]
+    out, args, before = finished_run(tmp_path, capsys)
     with use_backend("reference"):
-        assert main(args) == 0
-        before = (out / "checkpoint.pt").read_bytes()
-        capsys.readouterr()
         assert main([*args, "--resume"]) == 0
     error = capsys.readouterr().err
     assert f"resuming {out}: it ended at epoch 1, and --epochs 1 asks for no more" in error

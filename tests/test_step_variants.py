@@ -9,33 +9,17 @@ the reference backend's step.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 import tritonnet
+from benchmark_scripts import load_script
 from tritonnet.backend import use_backend
 
-BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 SIZES = (256, 32, 10)  # the first layer splits K in 2 on the interpreter's 8 "SMs" at batch 16
 BATCH = 16
 
-
-def _load_variants():
-    sys.path.insert(0, str(BENCHMARKS_DIR))  # the script imports its neighbours, as when run
-    try:
-        spec = importlib.util.spec_from_file_location("bench_step_variants", BENCHMARKS_DIR / "bench_step_variants.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS_DIR))
-
-
-variants = _load_variants()
+variants = load_script("bench_step_variants")
 
 
 @pytest.fixture
