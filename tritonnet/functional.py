@@ -101,7 +101,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return library_ops.cross_entropy(rows, target)[0]
     if functions.needs_grad(rows):
         return functions.CrossEntropy.apply(rows, target)
-    return ops_for(rows, target).cross_entropy(rows, target, 1.0 / max(rows.shape[0], 1))[1]
+    return ops_for(rows, target).cross_entropy(rows, target, functions.mean_scale(rows))[1]
 
 
 def linear_cross_entropy(
@@ -122,7 +122,7 @@ def linear_cross_entropy(
     if functions.needs_grad(rows, weight, bias):
         return functions.LinearCrossEntropy.apply(rows, weight, bias, target)
     return ops_for(rows, weight, bias, target).linear_cross_entropy(
-        rows, weight.t(), bias, target, 1.0 / max(rows.shape[0], 1)
+        rows, weight.t(), bias, target, functions.mean_scale(rows)
     )[1]
 
 

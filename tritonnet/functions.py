@@ -41,6 +41,12 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def mean_scale(rows: torch.Tensor) -> float:
+    """The scale of the mean loss's gradient over the rows of `rows`, 1/M (1 for
+    no rows, where the loss is NaN and nothing is launched)."""
+    return 1.0 / max(rows.shape[0], 1)
+
+
 def needs_grad(*tensors: torch.Tensor | None) -> bool:
     """Whether autograd would record an operation on `tensors`: grad mode is on and
     one of them requires grad. Where it would not (inference, `torch.no_grad`),
@@ -163,7 +169,7 @@ class CrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target):
         _, loss, grad_logits = ops_for(logits, target).cross_entropy(
-            logits, target, 1.0 / max(logits.shape[0], 1)
+            logits, target, mean_scale(logits)
         )
         ctx.save_for_backward(grad_logits, logits, target)
         return loss
@@ -184,7 +190,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, x, weight, bias, target):
         ops = ops_for(x, weight, bias, target)
         _, loss, grad_logits = ops.linear_cross_entropy(
-            x, weight.t(), bias, target, 1.0 / max(x.shape[0], 1)
+            x, weight.t(), bias, target, mean_scale(x)
         )
         ctx.ops = ops
         ctx.save_for_backward(grad_logits, x, weight, bias, target)
@@ -237,7 +243,7 @@ class MLPCrossEntropy(torch.autograd.Function):
             out = _hidden_buffer(x.shape[0], weight.shape[0], x) if index < layers - 2 else None
             activations.append(ops.linear_forward(activations[-1], weight.t(), biases[index], "sigmoid", out=out))
         _, loss, grad_logits = ops.linear_cross_entropy(
-            activations[-1], weights[-1].t(), biases[-1], target, 1.0 / max(x.shape[0], 1)
+            activations[-1], weights[-1].t(), biases[-1], target, mean_scale(x)
         )
         ctx.ops = ops
         ctx.save_for_backward(grad_logits, target, *activations, *parameters)

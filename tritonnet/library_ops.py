@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from tritonnet.backend import ops_for
-from tritonnet.functions import compute_dtype, linear_gradients, softmax_backward
+from tritonnet.functions import compute_dtype, linear_gradients, mean_scale, softmax_backward
 
 
 # --- linear (+ sigmoid) ---------------------------------------------------------
@@ -141,7 +141,7 @@ def _cross_entropy(
     backward only scales that gradient by the incoming one.
     """
     probabilities, loss, grad_logits = ops_for(logits, target).cross_entropy(
-        logits, target, 1.0 / max(logits.shape[0], 1)
+        logits, target, mean_scale(logits)
     )
     return loss, probabilities, grad_logits
 
@@ -183,7 +183,7 @@ def _linear_cross_entropy(
     scales that gradient and runs `linear_backward` on it.
     """
     probabilities, loss, grad_logits = ops_for(x, weight, bias, target).linear_cross_entropy(
-        x, weight.t(), bias, target, 1.0 / max(x.shape[0], 1)
+        x, weight.t(), bias, target, mean_scale(x)
     )
     return loss, probabilities, grad_logits
 
