@@ -11,7 +11,9 @@ taking turns epoch by epoch, on synthetic data of Fashion-MNIST's size:
   its own, as before (one launch more per layer).
 
 Providers: "fused" (both on, what ships), "unsplit-forward", "separate-sgd" and
-"neither". Each row gives the wall time per step and the GPU kernel time per step
+"neither"; and "pdl", what ships with every kernel of the step launched by
+programmatic dependent launch (`TRITONNET_PDL=1`, off by default until measured;
+sm_90 and newer, else it runs as "fused"). Each row gives the wall time per step and the GPU kernel time per step
 (torch.profiler, `kernel_time.py`); the issue's rule is to keep whichever measures
 faster. The loss's mean inside its kernel has no "off": the old `.mean()` is gone.
 
@@ -36,7 +38,7 @@ from harness import Environment, Quantiles, ResultWriter, parser, results_dir, s
 from kernel_time import profile_kernel_time
 from tritonnet import MLP
 
-PROVIDERS = ["fused", "unsplit-forward", "separate-sgd", "neither"]
+PROVIDERS = ["fused", "unsplit-forward", "separate-sgd", "neither", "pdl"]
 
 
 def _separate_sgd(grad_output, x, weight, bias, output, activation, scale, lr, *, need_grad_input=True,
@@ -54,8 +56,9 @@ def _separate_sgd(grad_output, x, weight, bias, output, activation, scale, lr, *
 
 @contextlib.contextmanager
 def variant(provider: str) -> Iterator[None]:
-    """The fusions `provider` turns off, switched off for the duration (the plans
-    are cleared on the way in and out, so no launch of another variant is reused)."""
+    """The fusions `provider` turns off (or PDL, which it turns on), switched for
+    the duration (the plans are cleared on the way in and out, so no launch of
+    another variant is reused)."""
     from tritonnet import triton_backend
     from tritonnet.kernels import linear_forward
     from tritonnet.triton_backend import plans
@@ -65,16 +68,32 @@ def variant(provider: str) -> Iterator[None]:
         patches.append((linear_forward, "forward_splits", lambda rows, in_features, *_: (1, in_features)))
     if provider in ("separate-sgd", "neither"):
         patches.append((triton_backend, "linear_backward_sgd", _separate_sgd))
-    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    if provider == "pdl":
+        patches.append((os.environ, "TRITONNET_PDL", "1"))
+    saved = [(owner, name, _get(owner, name)) for owner, name, _ in patches]
     plans.clear_caches()
     try:
         for owner, name, replacement in patches:
-            setattr(owner, name, replacement)
+            _set(owner, name, replacement)
         yield
     finally:
         for owner, name, original in saved:
-            setattr(owner, name, original)
+            _set(owner, name, original)
         plans.clear_caches()
+
+
+def _get(owner, name: str):
+    return owner.get(name) if owner is os.environ else getattr(owner, name)
+
+
+def _set(owner, name: str, value) -> None:
+    """An attribute, or an environment variable (None: unset)."""
+    if owner is not os.environ:
+        setattr(owner, name, value)
+    elif value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 class VariantEpochs(EpochGraphTrainer):

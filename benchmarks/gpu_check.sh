@@ -150,8 +150,8 @@ if wanted bench; then
     # The graphed providers add their GPU kernel time per step (one profiled epoch each).
     step 70 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
         --providers tritonnet,tritonnet-cuda-graph,tritonnet-epoch-graph,tritonnet-module,torch-eager,torch-cuda-graph,exercise-style
-    # The graphed step with its split-K forward and its SGD epilogue each on and off:
-    # which of the two fusions to keep.
+    # The graphed step with its split-K forward and its SGD epilogue each on and off,
+    # and with PDL: which to keep.
     step 25 "$python" benchmarks/bench_step_variants.py --quick --results-dir "$results" --batch-sizes 64
     # The graphed steps in TF32 and in bf16 (autocast for torch), at batch 64: rows of their own.
     for precision in fp32-tf32 bf16; do

@@ -55,6 +55,7 @@ launcher launches it first, on the same stream.
 import triton
 import triton.language as tl
 
+from tritonnet.kernels.pdl import wait_for_previous_kernel
 from tritonnet.kernels.targets import autotune_per_target
 from tritonnet.kernels.tiling import ALIGNED, UNALIGNED, grouped_tile
 
@@ -242,6 +243,7 @@ def linear_backward_input_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """One `[BLOCK_M, BLOCK_K]` tile of `dx = dz @ w^T`, dz formed on load.
 
@@ -260,6 +262,7 @@ def linear_backward_input_kernel(
     L2 reuse. Each program recomputes dz for its rows at every tile along K;
     that is a few multiplies per element, against a write and a read of dz.
     """
+    wait_for_previous_kernel(USE_PDL)
     # int64 ids keep the offsets below exact past 2**31 elements.
     pid = tl.program_id(axis=0).to(tl.int64)
     pid_m, pid_k = grouped_tile(pid, M, K, BLOCK_M, BLOCK_K, GROUP_M)
@@ -319,6 +322,7 @@ def linear_backward_weight_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """One `[BLOCK_K, BLOCK_N]` tile of `dw = scale * x^T @ dz`, and of db, over one
     run of `rows_per_split` rows of the batch.
@@ -353,6 +357,7 @@ def linear_backward_weight_kernel(
     column of db then has exactly one writer, and the sum is taken in fp32 from
     dz before it is rounded for the dot.
     """
+    wait_for_previous_kernel(USE_PDL)
     # int64 ids keep the offsets below exact past 2**31 elements.
     pid_k = tl.program_id(axis=0).to(tl.int64)
     pid_n = tl.program_id(axis=1).to(tl.int64)
@@ -431,6 +436,7 @@ def linear_weight_gradient_reduce_kernel(
     HAS_BIAS: tl.constexpr,
     EPILOGUE: tl.constexpr,
     BLOCK: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """Kernel 3: dw and db from kernel 2's partial sums, or the SGD step by them.
 
@@ -449,6 +455,7 @@ def linear_weight_gradient_reduce_kernel(
     the SGD kernel (`sgd.py`). Each element's splits are added in order, split 0
     first: the same sums in the same order on every run.
     """
+    wait_for_previous_kernel(USE_PDL)
     # int64 ids keep the offsets below exact past 2**31 elements.
     pid = tl.program_id(axis=0).to(tl.int64)
     weight_numel = K * N

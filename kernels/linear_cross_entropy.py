@@ -37,6 +37,7 @@ import triton
 import triton.language as tl
 
 from tritonnet.kernels.loss_mean import store_mean
+from tritonnet.kernels.pdl import wait_for_previous_kernel
 from tritonnet.kernels.tiling import linear_tile
 
 # Widest logits row the fused kernel holds in registers: at 128 the fp32 "ieee"
@@ -93,6 +94,7 @@ def linear_cross_entropy_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """Logits, softmax, loss gradient and per-row loss of BLOCK_M rows, in one
     program; the grid's last program to finish stores the mean loss.
@@ -110,6 +112,7 @@ def linear_cross_entropy_kernel(
         INPUT_PRECISION: `tl.dot`'s input_precision for fp32 operands ("ieee", "tf32").
         BLOCK_M, BLOCK_K: tile sizes; BLOCK_N: N rounded up to a power of two >= 16.
     """
+    wait_for_previous_kernel(USE_PDL)
     # int64 ids keep the offsets below exact past 2**31 elements.
     pid = tl.program_id(axis=0).to(tl.int64)
     offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)

@@ -42,6 +42,7 @@ same bits whichever split finishes last. `forward_splits` says when to split.
 import triton
 import triton.language as tl
 
+from tritonnet.kernels.pdl import wait_for_previous_kernel
 from tritonnet.kernels.targets import autotune_per_target
 from tritonnet.kernels.tiling import ALIGNED, UNALIGNED, grouped_tile, linear_tile
 
@@ -126,6 +127,7 @@ def linear_forward_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """One `[BLOCK_M, BLOCK_N]` tile of `y = activation(x @ w + b)`; with SPLIT_K,
     one split of one tile, the tile's last split to finish storing y.
@@ -147,6 +149,7 @@ def linear_forward_kernel(
         BLOCK_M, BLOCK_N, BLOCK_K: tile sizes; GROUP_M: tile rows per group.
     """
     # Grouped order for L2 reuse (see tiling.grouped_tile); int64 ids keep the
+    wait_for_previous_kernel(USE_PDL)
     # offsets below exact past 2**31 elements.
     pid = tl.program_id(axis=0).to(tl.int64)
     pid_m, pid_n = grouped_tile(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)

@@ -101,6 +101,10 @@ DEFAULT_NUM_STAGES = 3
 # both run fp16, bf16 and TF32 inputs.
 TENSOR_CORE_INSTRUCTIONS = ("HGMMA", "HMMA")
 
+# The PTX of programmatic dependent launch (tritonnet.kernels.pdl), counted in the
+# PTX: the SASS has no one mnemonic for them.
+PDL_INSTRUCTIONS = ("griddepcontrol.wait", "griddepcontrol.launch_dependents")
+
 # AMD's matrix-core multiplies, for bf16, fp16, xf32 ("tf32") and fp32 alike.
 MFMA_INSTRUCTION = "v_mfma"
 
@@ -118,8 +122,9 @@ class Resources:
     registers: int
     shared_bytes: int
     stack_bytes: int
-    # How often each of TENSOR_CORE_INSTRUCTIONS occurs in the SASS, empty unless
-    # asked; on AMD, how often MFMA_INSTRUCTION occurs in the amdgcn.
+    # How often each of TENSOR_CORE_INSTRUCTIONS occurs in the SASS (and of
+    # PDL_INSTRUCTIONS in the PTX), empty unless asked; on AMD, how often
+    # MFMA_INSTRUCTION occurs in the amdgcn.
     instructions: dict = dataclasses.field(default_factory=dict)
     # Registers spilled, as AMD's metadata counts them (on CUDA a spill shows as stack).
     spilled_registers: int = 0
@@ -142,7 +147,8 @@ def compile_kernel(
     "constexpr"); `constexprs` gives the constexpr values; the arguments named in
     `divisible` are compiled as a launch with 16-byte-aligned pointers and
     integers that are multiples of 16 compiles them. `count_instructions` counts
-    the tensor-core instructions in the SASS. A compile error raises. Needs a
+    the tensor-core instructions in the SASS and the PDL ones in the PTX. A
+    compile error raises. Needs a
     process that imported triton without TRITON_INTERPRET=1 (see
     `compile_in_child`).
     """
@@ -166,6 +172,8 @@ def compile_kernel(
     # The options every launch passes (fp fusion chosen), so that what compiles here
     # is what the launchers compile.
     options = {"num_warps": num_warps, "num_stages": num_stages, **COMPILE_OPTIONS}
+    if constexprs.get("USE_PDL"):
+        options["launch_pdl"] = True  # as `Launch` compiles a kernel it launches with PDL
     compiled = triton.compile(source, target=target, options=options)
     if amd:
         # Both would fail only when a GPU loads the code object.
@@ -196,7 +204,8 @@ def compile_kernel(
         shared_bytes=int(usage["SHARED"]) + compiled.metadata.shared,
         stack_bytes=int(usage["STACK"]),
         instructions={
-            name: len(re.findall(rf"\b{name}\.", sass)) for name in TENSOR_CORE_INSTRUCTIONS if sass
+            **{name: len(re.findall(rf"\b{name}\.", sass)) for name in TENSOR_CORE_INSTRUCTIONS if sass},
+            **{name: compiled.asm["ptx"].count(name) for name in PDL_INSTRUCTIONS if count_instructions},
         },
     )
 
@@ -256,6 +265,8 @@ def compile_job(
     the tensor-core instruction counts (`Resources.instructions`).
     """
     constexprs = {**(constexprs or {}), **dict.fromkeys(unit_strides, 1)}
+    if "USE_PDL" in kernel.arg_names:
+        constexprs.setdefault("USE_PDL", False)  # the default launch: no PDL
     if config is not None:
         constexprs.update(config.kwargs)
         num_warps, num_stages = config.num_warps, config.num_stages

@@ -52,6 +52,21 @@ def mode(request):
         torch.set_float32_matmul_precision(previous)
 
 
+@pytest.fixture(params=[False, True], ids=["launch", "pdl"])
+def pdl(request, monkeypatch):
+    """Plain launches, then programmatic dependent launch (TRITONNET_PDL=1) where
+    the GPU has it; the launch plans are made afresh for each."""
+    from tritonnet.triton_backend import launch, plans
+
+    if request.param:
+        monkeypatch.setenv("TRITONNET_PDL", "1")
+        if not launch.pdl_enabled(torch.device("cuda")):
+            pytest.skip("programmatic dependent launch needs compute capability 9.0 or newer")
+    plans.clear_caches()
+    yield request.param
+    plans.clear_caches()
+
+
 def ops():
     from tritonnet import triton_backend
 
@@ -206,8 +221,9 @@ def test_last_program_reductions_are_race_free_and_repeatable():
 
 
 @pytest.mark.parametrize("grad_scale", tritonnet.GRAD_SCALES)
-def test_training_on_gpu_follows_the_cpu_reference(grad_scale):
-    """100 steps of the exercise MLP: Triton on the GPU, reference on the CPU, at ieee."""
+def test_training_on_gpu_follows_the_cpu_reference(grad_scale, pdl):
+    """100 steps of the exercise MLP: Triton on the GPU (a graphed step, its kernels
+    launched plainly or with PDL), reference on the CPU, at ieee."""
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
@@ -271,11 +287,11 @@ def test_cuda_graph_steps_follow_the_eager_steps():
 
 
 @pytest.mark.parametrize("grad_scale", tritonnet.GRAD_SCALES)
-def test_epoch_graph_steps_follow_the_per_step_fused_step(grad_scale):
+def test_epoch_graph_steps_follow_the_per_step_fused_step(grad_scale, pdl):
     """make_epoch_steps's chunks, many steps to a replay, against the eager FusedStep
     over the same order drawn on the GPU: an eager first chunk, captures, replays,
     odd chunks (a resumed run's), the short last batch, and an lr change, which must
-    run eagerly and capture again."""
+    run eagerly and capture again. With PDL, both launch so."""
     from tritonnet.epoch_graph import CHUNK_STEPS, GraphedEpochSteps
     from tritonnet.fused_step import FusedStep
 

@@ -72,3 +72,16 @@ def test_the_variants_put_everything_back():
     with variants.variant("neither"):
         assert (triton_backend.linear_backward_sgd, linear_forward.forward_splits) != before
     assert (triton_backend.linear_backward_sgd, linear_forward.forward_splits) == before
+
+
+def test_the_pdl_variant_asks_for_pdl_and_puts_the_setting_back(monkeypatch):
+    import os
+
+    monkeypatch.delenv("TRITONNET_PDL", raising=False)
+    with variants.variant("pdl"):
+        assert os.environ["TRITONNET_PDL"] == "1"
+    assert "TRITONNET_PDL" not in os.environ
+    monkeypatch.setenv("TRITONNET_PDL", "0")
+    with variants.variant("pdl"):
+        assert os.environ["TRITONNET_PDL"] == "1"
+    assert os.environ["TRITONNET_PDL"] == "0"

@@ -28,7 +28,9 @@ tensor-core tiles where every pointer and integer is what Triton compiles as
 the launch key.
 
 TRITONNET_FAST_LAUNCH=0 keeps every launch on `kernel[grid]` (read once per
-launch key). See docs/launch.md.
+launch key). TRITONNET_PDL=1 launches the kernels that take `USE_PDL` with
+programmatic dependent launch where the GPU has it (`pdl_enabled`). See
+docs/launch.md.
 """
 
 from __future__ import annotations
@@ -89,6 +91,17 @@ def fixed_configs() -> bool:
 def fast_launch_enabled() -> bool:
     """False when TRITONNET_FAST_LAUNCH=0 asks for Triton's own `kernel[grid]` launch."""
     return os.environ.get("TRITONNET_FAST_LAUNCH", "1") != "0"
+
+
+def pdl_enabled(device: torch.device) -> bool:
+    """True when kernels on `device` launch with programmatic dependent launch
+    (`tritonnet.kernels.pdl`): asked for with TRITONNET_PDL=1, on an NVIDIA GPU of
+    compute capability 9.0 or newer, outside the interpreter. Off by default until a
+    GPU run measures it faster (docs/cuda-graphs.md). Read once per launch key.
+    """
+    if os.environ.get("TRITONNET_PDL", "0") != "1" or device.type != "cuda" or interpreter_enabled():
+        return False
+    return torch.version.hip is None and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def _by_alignment(value: object) -> dict[str, object]:
@@ -182,6 +195,11 @@ class Launch:
     def _resolve(self, args: tuple) -> None:
         """Choose the config, launch through Triton once, keep what it compiled."""
         kernel = self.kernel
+        options = COMPILE_OPTIONS
+        if "USE_PDL" in kernel.arg_names:
+            pdl = pdl_enabled(args[0].device)
+            self.constexprs = {**self.constexprs, "USE_PDL": pdl}
+            options = {**options, "launch_pdl": True} if pdl else options
         arguments = dict(zip(kernel.arg_names, args), **self.constexprs)
         compiled = None
         if self.config is None:  # a kernel with configs, per alignment class
@@ -194,10 +212,10 @@ class Launch:
         # interpreter its launch returns None, not the compiled kernel.)
         autotuned = self.config is None
         if autotuned:
-            compiled = autotuner[kernel.grid](*args, **self.constexprs, **COMPILE_OPTIONS)
+            compiled = autotuner[kernel.grid](*args, **self.constexprs, **options)
             self.config, self.source = autotuner.best_config, "autotuned"
             tuned.record(kernel.name, self.tuning_key, self.config)
-        self.launch_options = {**self.constexprs, **self.config.all_kwargs(), **COMPILE_OPTIONS}
+        self.launch_options = {**self.constexprs, **self.config.all_kwargs(), **options}
         arguments.update(self.config.kwargs)
         self.grid = _three(kernel.grid(arguments))
         if not autotuned:
