@@ -65,6 +65,29 @@ LINEAR_CROSS_ENTROPY_INTERPRETER_CONFIG = LINEAR_CROSS_ENTROPY_CONFIGS[1]
 
 
 @triton.jit
+def softmax_cross_entropy(logits, offs_m, offs_n, M, N, target_ptr, stride_target):
+    """`(p, loss, grad)` of a `[BLOCK_M, BLOCK_N]` tile of fp32 logits at rows
+    `offs_m` and columns `offs_n` (all of the row's N classes): the softmax, each
+    row's loss (NaN for a target outside `[0, N)`) and `p - onehot(target)`.
+    Shared by this kernel and the persistent step (`persistent_step.py`)."""
+    mask_n = offs_n < N
+    # Columns past N are -inf: they never win the maximum and add exp(-inf) = 0.
+    logits = tl.where(mask_n[None, :], logits, float("-inf"))
+    shifted = logits - tl.max(logits, axis=1)[:, None]
+    exponentials = tl.exp(shifted)
+    row_sum = tl.sum(exponentials, axis=1)
+    p = exponentials / row_sum[:, None]
+
+    # Rows past M read target 0; their results are never stored.
+    target = tl.load(target_ptr + offs_m * stride_target, mask=offs_m < M, other=0).to(tl.int64)
+    is_target = offs_n[None, :] == target[:, None]
+    target_shifted = tl.sum(tl.where(is_target, shifted, 0.0), axis=1)
+    valid_target = (target >= 0) & (target < N)
+    loss = tl.where(valid_target, tl.log(row_sum) - target_shifted, float("nan"))
+    return p, loss, p - tl.where(is_target, 1.0, 0.0)
+
+
+@triton.jit
 def linear_cross_entropy_kernel(
     x_ptr,
     w_ptr,
@@ -125,20 +148,8 @@ def linear_cross_entropy_kernel(
         HAS_BIAS, INPUT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
     )
 
-    # Columns past N are -inf: they never win the maximum and add exp(-inf) = 0.
-    logits = tl.where(mask_n[None, :], accumulator, float("-inf"))
-    shifted = logits - tl.max(logits, axis=1)[:, None]
-    exponentials = tl.exp(shifted)
-    row_sum = tl.sum(exponentials, axis=1)
-    p = exponentials / row_sum[:, None]
-
-    # Rows past M read target 0; their results are never stored.
-    target = tl.load(target_ptr + offs_m * stride_target, mask=mask_m, other=0).to(tl.int64)
-    is_target = offs_n[None, :] == target[:, None]
-    target_shifted = tl.sum(tl.where(is_target, shifted, 0.0), axis=1)
-    valid_target = (target >= 0) & (target < N)
-    loss = tl.where(valid_target, tl.log(row_sum) - target_shifted, float("nan"))
-    grad = (p - tl.where(is_target, 1.0, 0.0)) * scale
+    p, loss, grad = softmax_cross_entropy(accumulator, offs_m, offs_n, M, N, target_ptr, stride_target)
+    grad = grad * scale
 
     mask = mask_m[:, None] & mask_n[None, :]
     p_ptrs = p_ptr + offs_m[:, None] * stride_pm + offs_n[None, :] * stride_pn

@@ -80,9 +80,17 @@ def store_mean(partial, M, partials_ptr, counter_ptr, loss_ptr):
     if programs > 1:
         ticket = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu")
     if ticket == programs - 1:
-        total = tl.zeros([REDUCE_BLOCK], dtype=tl.float32)
-        for start in range(0, programs, REDUCE_BLOCK):
-            offsets = start + tl.arange(0, REDUCE_BLOCK)
-            total += tl.load(partials_ptr + offsets, mask=offsets < programs, other=0.0)
-        tl.store(loss_ptr, tl.sum(total, axis=0) / M)
+        store_mean_of_partials(partials_ptr, programs, M, loss_ptr)
         tl.store(counter_ptr, 0)
+
+
+@triton.jit
+def store_mean_of_partials(partials_ptr, count, M, loss_ptr):
+    """Store `(partials[0] + ... + partials[count - 1]) / M` at loss_ptr, added in
+    a fixed order (see the module doc); also the persistent step's loss, whose
+    grid barrier stands in for the ticket."""
+    total = tl.zeros([REDUCE_BLOCK], dtype=tl.float32)
+    for start in range(0, count, REDUCE_BLOCK):
+        offsets = start + tl.arange(0, REDUCE_BLOCK)
+        total += tl.load(partials_ptr + offsets, mask=offsets < count, other=0.0)
+    tl.store(loss_ptr, tl.sum(total, axis=0) / M)
