@@ -92,7 +92,7 @@ fi
 
 # 1. The compiled, tuned kernels at the exercise's shapes, ieee/tf32/bf16, and training.
 if wanted gpu_tests; then
-    step 120 "${pytest[@]}" tests/test_gpu.py tests/test_launch.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
+    step 130 "${pytest[@]}" tests/test_gpu.py tests/test_launch.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
 fi
 
 # The CUDA-graph training steps (one step, and many steps, per replay) against the
@@ -144,15 +144,16 @@ fi
 if wanted bench; then
     step 25 "$python" benchmarks/bench_launch.py --quick --results-dir "$results"
     fast="tritonnet,torch-eager,torch-mm"
-    step 70 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
+    step 40 "$python" benchmarks/bench_linear.py --quick --results-dir "$results" --providers "$fast"
     step 20 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
     step 25 "$python" benchmarks/bench_output_layer.py --quick --results-dir "$results" --providers "$fast"
     # The graphed providers add their GPU kernel time per step (one profiled epoch each).
     step 70 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
         --providers tritonnet,tritonnet-cuda-graph,tritonnet-epoch-graph,tritonnet-module,torch-eager,torch-cuda-graph,exercise-style
     # The graphed step with its split-K forward and its SGD epilogue each on and off,
-    # and with PDL: which to keep.
-    step 25 "$python" benchmarks/bench_step_variants.py --quick --results-dir "$results" --batch-sizes 64
+    # and with PDL: which to keep; and the whole step as one persistent kernel (its
+    # compile and PDL's builds take part of the 45 s; bench_linear took 19 s of its 40).
+    step 45 "$python" benchmarks/bench_step_variants.py --quick --results-dir "$results" --batch-sizes 64
     # The graphed steps in TF32 and in bf16 (autocast for torch), at batch 64: rows of their own.
     for precision in fp32-tf32 bf16; do
         step 20 "$python" benchmarks/bench_training.py --quick --results-dir "$results" --precision "$precision" \

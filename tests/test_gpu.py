@@ -334,3 +334,55 @@ def test_epoch_graph_steps_follow_the_per_step_fused_step(grad_scale, pdl):
             torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+@pytest.mark.parametrize("grad_scale", tritonnet.GRAD_SCALES)
+def test_persistent_step_follows_the_reference_step(grad_scale):
+    """The whole step as one cooperative launch (PersistentStep): 20 eager steps
+    against the CPU reference's FusedStep, then two chunks of the epoch graph (64
+    steps to a replay, capture included) against the GPU's eager FusedStep over the
+    same batches. No barrier may have given up."""
+    from tritonnet.epoch_graph import CHUNK_STEPS, GraphedEpochSteps
+    from tritonnet.fused_step import FusedStep
+    from tritonnet.persistent_step import PersistentStep
+
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        torch.manual_seed(1)
+        gpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale, device="cuda")
+        torch.manual_seed(1)
+        cpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale)
+        step, cpu_step = PersistentStep(gpu), FusedStep(cpu)
+        generator = torch.Generator().manual_seed(0)
+        for index in range(20):
+            x = torch.randn(64, 784, generator=generator)
+            labels = torch.randint(0, 10, (64,), generator=generator)
+            with use_backend("triton"):
+                loss = step(x.cuda(), labels.cuda())
+            with use_backend("reference"):
+                expected = cpu_step(x, labels)
+            torch.testing.assert_close(loss.cpu(), expected, rtol=1e-4, atol=1e-5, msg=f"step {index}")
+        for ours, theirs in zip(gpu.state_dict().values(), cpu.state_dict().values()):
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+        torch.manual_seed(2)
+        eager_model = tritonnet.MLP(64, 0.1, grad_scale=grad_scale, device="cuda")
+        eager_model.load_state_dict(gpu.state_dict())
+        oracle = FusedStep(eager_model)
+        rows = 2 * CHUNK_STEPS * 64
+        images = torch.randn(rows, 784, device="cuda", generator=torch.Generator(device="cuda").manual_seed(3))
+        labels = torch.randint(0, 10, (rows,), device="cuda")
+        runner = GraphedEpochSteps(step, images, labels, 64)
+        order = torch.randperm(rows, device="cuda")
+        losses = torch.full((2 * CHUNK_STEPS,), float("nan"), dtype=torch.float64, device="cuda")
+        with use_backend("triton"):
+            for first in (0, CHUNK_STEPS):  # the first chunk eager, the second captured and replayed
+                runner.run(order, first, CHUNK_STEPS, losses)
+            expected = torch.stack([oracle(images[index], labels[index]).double() for index in order.split(64)])
+        torch.testing.assert_close(losses, expected, rtol=1e-4, atol=1e-5)
+        for ours, theirs in zip(gpu.state_dict().values(), eager_model.state_dict().values()):
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+        assert all(plan.barrier[1].item() == 0 for plan in step.plans.values()), "a grid barrier gave up"
+    finally:
+        torch.set_float32_matmul_precision(previous)

@@ -52,7 +52,7 @@ def _one_step(backend: str, provider: str | None = None) -> tritonnet.MLP:
     return model
 
 
-@pytest.mark.parametrize("provider", variants.PROVIDERS)
+@pytest.mark.parametrize("provider", [name for name in variants.PROVIDERS if name != "persistent"])
 def test_each_variant_launches_what_it_says_and_trains_as_the_reference(provider, launched):
     model = _one_step("triton", provider)
     split_forwards = sum(1 for name, split in launched if name == "linear_forward_kernel" and split)
@@ -85,3 +85,21 @@ def test_the_pdl_variant_asks_for_pdl_and_puts_the_setting_back(monkeypatch):
     with variants.variant("pdl"):
         assert os.environ["TRITONNET_PDL"] == "1"
     assert os.environ["TRITONNET_PDL"] == "0"
+
+
+def test_the_persistent_provider_trains_as_the_fused_one():
+    """"persistent" swaps the whole step for `PersistentStep` (its kernel's own tests
+    are test_persistent_step.py): a step of the benchmark's epoch on a small data
+    set, against the "fused" provider's."""
+    from bench_training import Data
+    from tritonnet.persistent_step import PersistentStep
+
+    images, labels = torch.rand(BATCH, 784), torch.randint(0, 10, (BATCH,))
+    data = Data("tiny", images, labels, images, labels)
+    runs = {name: variants.VariantEpochs(name, data, BATCH, limit=1) for name in ("fused", "persistent")}
+    assert isinstance(runs["persistent"].steps.step, PersistentStep)
+    for run in runs.values():
+        run.train_epoch()
+    expected = runs["fused"].model.state_dict()
+    for name, value in runs["persistent"].model.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6, msg=name)

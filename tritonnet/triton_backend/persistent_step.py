@@ -13,6 +13,8 @@ one per phase in Triton's interpreter, which runs programs one after another
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 
@@ -25,6 +27,15 @@ MAX_ROWS = 1024  # the batch it is meant for is 64; past this the multi-kernel s
 MAX_CLASSES = 64  # one block of logits per row, as the fused output layer (FUSED_MAX_N)
 SPLIT_MIN_K = 64  # in_features each split of a forward reduces, at least
 MAX_SPINS = 1 << 20  # a barrier's polls before it gives up (about a second on a GPU)
+
+
+def cooperative_launch_enabled() -> bool:
+    """False when TRITONNET_COOPERATIVE_LAUNCH=0 asks for a plain launch: a fallback
+    for a driver that will not capture a cooperative launch in a CUDA graph. The
+    grid (at most one program per SM, each small enough to share an SM) is then
+    resident in practice, and a barrier that waits too long gives up and counts it
+    (`barrier[1]`) rather than hang."""
+    return os.environ.get("TRITONNET_COOPERATIVE_LAUNCH", "1") != "0"
 
 
 def forward_splits(tiles: int, in_features: int, programs: int, block_k: int) -> tuple[int, int]:
@@ -102,7 +113,7 @@ class PersistentPlan:
         }
         if self.one_launch:
             phases = [(0, kernels.PHASES - 1)]
-            constexprs["launch_cooperative_grid"] = device.type == "cuda"
+            constexprs["launch_cooperative_grid"] = device.type == "cuda" and cooperative_launch_enabled()
         else:
             phases = [(phase, phase) for phase in range(kernels.PHASES)]
         self.launches = [
