@@ -227,24 +227,34 @@ def test_training_on_gpu_follows_the_cpu_reference(grad_scale, pdl):
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
-        torch.manual_seed(1)
-        gpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale, device="cuda")
-        torch.manual_seed(1)
-        cpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale)
-        gpu_step, cpu_step = tritonnet.make_step(gpu), tritonnet.make_step(cpu)
-        generator = torch.Generator().manual_seed(0)
-        for step in range(100):
-            x = torch.randn(64, 784, generator=generator)
-            labels = torch.randint(0, 10, (64,), generator=generator)
-            with use_backend("triton"):
-                gpu_loss = gpu_step(x.cuda(), labels.cuda())
-            with use_backend("reference"):
-                cpu_loss = cpu_step(x, labels)
-            # Summation orders differ between the kernels and MKL; over 100 steps
-            # the drift stays around 1e-5 relative at ieee.
-            torch.testing.assert_close(gpu_loss.cpu(), cpu_loss, rtol=1e-4, atol=1e-5, msg=f"step {step}")
+        steps_follow_the_cpu_reference(grad_scale, tritonnet.make_step, 100)
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+def steps_follow_the_cpu_reference(grad_scale: str, gpu_step_of, steps: int):
+    """`steps` steps of the exercise MLP, `gpu_step_of(model)` on the GPU (Triton)
+    against make_step's on the CPU (reference), loss by loss, then the weights;
+    returns the GPU model and its step."""
+    torch.manual_seed(1)
+    gpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale, device="cuda")
+    torch.manual_seed(1)
+    cpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale)
+    gpu_step, cpu_step = gpu_step_of(gpu), tritonnet.make_step(cpu)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(steps):
+        x = torch.randn(64, 784, generator=generator)
+        labels = torch.randint(0, 10, (64,), generator=generator)
+        with use_backend("triton"):
+            gpu_loss = gpu_step(x.cuda(), labels.cuda())
+        with use_backend("reference"):
+            cpu_loss = cpu_step(x, labels)
+        # Summation orders differ between the kernels and MKL; over 100 steps
+        # the drift stays around 1e-5 relative at ieee.
+        torch.testing.assert_close(gpu_loss.cpu(), cpu_loss, rtol=1e-4, atol=1e-5, msg=f"step {step}")
+    for ours, theirs in zip(gpu.state_dict().values(), cpu.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    return gpu, gpu_step
 
 
 def test_cuda_graph_steps_follow_the_eager_steps():
@@ -339,9 +349,9 @@ def test_epoch_graph_steps_follow_the_per_step_fused_step(grad_scale, pdl):
 @pytest.mark.parametrize("grad_scale", tritonnet.GRAD_SCALES)
 def test_persistent_step_follows_the_reference_step(grad_scale):
     """The whole step as one cooperative launch (PersistentStep): 20 eager steps
-    against the CPU reference's FusedStep, then two chunks of the epoch graph (64
-    steps to a replay, capture included) against the GPU's eager FusedStep over the
-    same batches. No barrier may have given up."""
+    against the CPU reference, then two chunks of the epoch graph (64 steps to a
+    replay, capture included) against the GPU's eager FusedStep over the same
+    batches. No barrier may have given up."""
     from tritonnet.epoch_graph import CHUNK_STEPS, GraphedEpochSteps
     from tritonnet.fused_step import FusedStep
     from tritonnet.persistent_step import PersistentStep
@@ -349,24 +359,7 @@ def test_persistent_step_follows_the_reference_step(grad_scale):
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
-        torch.manual_seed(1)
-        gpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale, device="cuda")
-        torch.manual_seed(1)
-        cpu = tritonnet.MLP(64, 0.1, grad_scale=grad_scale)
-        step, cpu_step = PersistentStep(gpu), FusedStep(cpu)
-        generator = torch.Generator().manual_seed(0)
-        for index in range(20):
-            x = torch.randn(64, 784, generator=generator)
-            labels = torch.randint(0, 10, (64,), generator=generator)
-            with use_backend("triton"):
-                loss = step(x.cuda(), labels.cuda())
-            with use_backend("reference"):
-                expected = cpu_step(x, labels)
-            torch.testing.assert_close(loss.cpu(), expected, rtol=1e-4, atol=1e-5, msg=f"step {index}")
-        for ours, theirs in zip(gpu.state_dict().values(), cpu.state_dict().values()):
-            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
-
-        torch.manual_seed(2)
+        gpu, step = steps_follow_the_cpu_reference(grad_scale, PersistentStep, 20)
         eager_model = tritonnet.MLP(64, 0.1, grad_scale=grad_scale, device="cuda")
         eager_model.load_state_dict(gpu.state_dict())
         oracle = FusedStep(eager_model)
