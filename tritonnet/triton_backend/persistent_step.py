@@ -18,6 +18,7 @@ import os
 import torch
 import triton
 
+from tritonnet import checks
 from tritonnet.environment import interpreter_enabled
 from tritonnet.kernels import persistent_step as kernels
 from tritonnet.triton_backend.launch import Kernel, Launch, dot_precision
@@ -70,8 +71,9 @@ class PersistentPlan:
     most the SMs, by default as many as the largest phase has items);
     `one_launch`: all five phases in one launch (the default on a GPU); in the
     interpreter only a grid of one program can do so, or a small `max_spins`
-    (`kernels.grid_barrier`), after which the barriers give up. `hidden` holds the two hidden layers' outputs after
-    a step; `barrier[1]` counts the barriers that gave up.
+    (`kernels.grid_barrier`), after which the barriers give up. `hidden` holds
+    the two hidden layers' outputs after a step; `barrier[1]` counts the
+    barriers that gave up.
     """
 
     def __init__(
@@ -79,6 +81,9 @@ class PersistentPlan:
         programs: int | None = None, one_launch: bool | None = None, max_spins: int = MAX_SPINS,
     ) -> None:
         _check_network(sizes, dtype, device, rows)
+        if programs is not None:
+            checks.check_positive_int("programs", programs)
+        checks.check_positive_int("max_spins", max_spins)
         inputs, first, second, classes = sizes
         config = kernels.PERSISTENT_STEP_CONFIG
         block_m, block_n, block_k = (config.kwargs[name] for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
@@ -129,7 +134,7 @@ class PersistentPlan:
                 "the persistent step's workspace is made at the first step of a batch size, which "
                 "cannot be captured in a CUDA graph: take one step of this size before capturing"
             )
-        rows, (inputs, first, second, classes) = self.rows, self.sizes
+        rows, (_, first, second, classes) = self.rows, self.sizes
         block_m = kernels.PERSISTENT_STEP_CONFIG.kwargs["BLOCK_M"]
 
         def zeros(*shape: int) -> torch.Tensor:
@@ -155,7 +160,7 @@ class PersistentPlan:
         strides = [*x.stride(), labels.stride(0)]
         for linear in linears:
             strides += [*linear.weight.stride(), linear.bias.stride(0)]
-        sizes = (self.rows, *self.sizes[:4], *strides, *self.splits, self.max_spins, *scales, lr)
+        sizes = (self.rows, *self.sizes, *strides, *self.splits, self.max_spins, *scales, lr)
         for launch in self.launches:
             launch(x, labels, *parameters, *workspace, *sizes)
         return loss
