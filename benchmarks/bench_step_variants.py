@@ -119,16 +119,26 @@ class VariantEpochs(EpochGraphTrainer):
             super().train_epoch()
 
 
-def _runs_at_all(run: VariantEpochs) -> bool:
-    """One epoch of the persistent step before the timing, which runs every provider
-    in turns: a launch that fails (a driver that will not capture a cooperative
-    launch, say) then loses its own rows only, and says why."""
-    try:
-        run.train_epoch()
-    except Exception as error:  # noqa: BLE001 - any failure of the new kernel drops its rows alone
-        print(f"bench_step_variants: persistent dropped: {type(error).__name__}: {error}", file=sys.stderr)
-        return False
-    return True
+def _working_persistent_run(data: Data, batch_size: int, limit: int | None) -> VariantEpochs | None:
+    """The persistent step's run, tried for an epoch before the timing (which runs
+    every provider in turns, so its failure would cost every row): with the
+    cooperative launch, else with a plain one (TRITONNET_COOPERATIVE_LAUNCH=0, for
+    a driver that will not capture a cooperative launch; docs/persistent-step.md),
+    else none. Each failure is printed."""
+    settings = ["0"] if os.environ.get("TRITONNET_COOPERATIVE_LAUNCH") == "0" else ["1", "0"]
+    for setting in settings:
+        os.environ["TRITONNET_COOPERATIVE_LAUNCH"] = setting
+        run = VariantEpochs("persistent", data, batch_size, limit)
+        try:
+            run.train_epoch()
+            return run
+        except Exception as error:  # noqa: BLE001 - any failure of the new kernel drops its rows alone
+            print(
+                f"bench_step_variants: persistent with TRITONNET_COOPERATIVE_LAUNCH={setting} failed: "
+                f"{type(error).__name__}: {error}",
+                file=sys.stderr,
+            )
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_float32_matmul_precision("highest")
     mode = "synthetic fp32-ieee"
     for batch in batches:
-        runs = {name: VariantEpochs(name, data, batch, limit) for name in providers}
-        if "persistent" in runs and not _runs_at_all(runs["persistent"]):
-            del runs["persistent"]
+        runs = {name: VariantEpochs(name, data, batch, limit) for name in providers if name != "persistent"}
+        persistent = _working_persistent_run(data, batch, limit) if "persistent" in providers else None
+        if persistent is not None:
+            runs["persistent"] = persistent
         epochs = {name: run.train_epoch for name, run in runs.items()}
         seconds = time_in_turns(epochs, device, warmup=1, repeats=repeats)
         for name, run in runs.items():
