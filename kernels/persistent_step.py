@@ -40,7 +40,7 @@ with no zeroing. The arrival is a release at gpu scope behind a CTA barrier
 so no stale line of another program's output is read). A barrier spins at most
 `max_spins` times; one that gives up adds 1 to `barrier[1]`, so that a grid
 whose programs are not all resident (which only a cooperative launch rules out)
-shows as a count instead of a hang.
+shows as a count, and as a NaN loss, instead of a hang.
 
 Split-K in the forward phases. At batch 64 the first layer is 4 x 16 tiles of
 16 x 32; its K = 784 reduction is split so that the items fill the grid. Each
@@ -383,3 +383,11 @@ def persistent_step_kernel(
                     )
         if phase < LAST_PHASE:
             grid_barrier(barrier_ptr, max_spins)
+    if LAST_PHASE == WEIGHT_STEP:
+        # A barrier that gave up means phases overlapped and the numbers are wrong:
+        # the loss turns NaN (this step's, or at the latest the next one's, since
+        # the count stays), so that the trainer's non-finite check stops the run
+        # instead of training on.
+        if pid == 0:
+            if tl.atomic_add(barrier_ptr + 1, 0, sem="acquire", scope="gpu") > 0:
+                tl.store(loss_ptr, float("nan"))
