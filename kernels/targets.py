@@ -19,8 +19,9 @@ def current_backend() -> str:
     return triton.runtime.driver.active.get_current_target().backend
 
 
-def autotune_per_target(cuda_configs: list, hip_configs: list, key: list[str]):
-    """`triton.autotune` over both lists, pruned to the current GPU's at tuning time.
+def autotune_per_target(cuda_configs: list, hip_configs: list, key: list[str], **options):
+    """`triton.autotune` over both lists, pruned to the current GPU's at tuning time;
+    `options` are `triton.autotune`'s others (`restore_value`).
 
     The pruning runs when the autotuner meets a new key, not at import, so
     importing a kernel module touches no GPU.
@@ -31,4 +32,6 @@ def autotune_per_target(cuda_configs: list, hip_configs: list, key: list[str]):
         wanted = hip_configs if current_backend() == "hip" else cuda_configs
         return [config for config in wanted if any(config is c for c in configs)]
 
-    return triton.autotune(configs=every, key=key, prune_configs_by={"early_config_prune": current_target_configs})
+    return triton.autotune(
+        configs=every, key=key, prune_configs_by={"early_config_prune": current_target_configs}, **options
+    )

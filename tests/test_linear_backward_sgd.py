@@ -3,6 +3,11 @@ backend against float64 torch.autograd; on Triton, the order and the number of
 its launches, per call and per training step, and its autotuning, which must not
 step the weights once per timing run.
 
+On Triton, a narrow layer at a small batch takes one launch
+(`kernels/linear_backward_sgd.py`) where the rest take two. The `route` fixture
+keeps every test here on the two launches unless it asks for both routes;
+test_linear_backward_sgd_one_launch.py has what only the one launch has.
+
 The oracle is test_linear_backward's: the gradients by autograd in float64, from
 the weights before the step; the stepped weight is `weight - lr * grad_weight`.
 Its bound adds to the gradient's the one rounding of the gradient to the
@@ -18,7 +23,7 @@ import pytest
 import torch
 
 import tritonnet
-from conftest import TEST_DEVICE, requires_triton
+from conftest import TEST_DEVICE, requires_triton, triton_runnable
 from test_linear_backward import (  # noqa: F401 (forced_split: a fixture)
     OPERAND_UNIT,
     backward_oracle,
@@ -30,6 +35,27 @@ from tritonnet.backend import interpreter_enabled, ops_for, use_backend
 from tritonnet.layers import GRAD_SCALES, gradient_scale
 
 ROWS, IN_FEATURES, OUT_FEATURES = 33, 45, 19
+
+ROUTES = ["two-launch", "one-launch"]
+both_routes = pytest.mark.parametrize("route", ROUTES, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def route(request, monkeypatch):
+    """On Triton, the two-launch backward, or with `both_routes` each route in
+    turn (the one launch where its rule takes the shape, as at ROWS x IN_FEATURES
+    x OUT_FEATURES). The reference has one route: it runs once per route."""
+    chosen = getattr(request, "param", "two-launch")
+    if chosen == "two-launch" and triton_runnable():
+        from tritonnet.kernels import linear_backward_sgd as one_launch_kernels
+        from tritonnet.triton_backend import plans
+
+        monkeypatch.setattr(one_launch_kernels, "backward_in_one_launch", lambda *_: False)
+        plans.clear_caches()  # a plan takes its route once per launch key
+        yield chosen
+        plans.clear_caches()
+        return
+    yield chosen
 
 
 def make_step_inputs(rows, in_features, out_features, activation, dtype=torch.float32, bias=True, **layout):
@@ -67,6 +93,7 @@ def check_step(grad_output, x, weight, bias, output, activation, scale, lr, need
     return grad_input
 
 
+@both_routes
 @pytest.mark.parametrize("need_grad_input", [True, False], ids=["grad-input", "no-grad-input"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -75,6 +102,7 @@ def test_linear_backward_sgd_matches_oracle(backend, activation, bias, need_grad
     check_step(*inputs, activation, 1.0 / ROWS, 0.5, need_grad_input)
 
 
+@both_routes
 @pytest.mark.parametrize("grad_scale", GRAD_SCALES)
 def test_linear_backward_sgd_at_every_grad_scale(backend, grad_scale):
     """The scales a training step passes (`gradient_scale`), the MLP's CPU layout."""
@@ -82,12 +110,14 @@ def test_linear_backward_sgd_at_every_grad_scale(backend, grad_scale):
     check_step(*inputs, "sigmoid", gradient_scale(grad_scale, ROWS, IN_FEATURES), 0.25)
 
 
+@both_routes
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_linear_backward_sgd_half_precision(backend, dtype):
     skip_bf16_in_interpreter(dtype, backend)
     check_step(*make_step_inputs(65, 48, 32, "sigmoid", dtype=dtype), "sigmoid", 1.0 / 65, 0.5)
 
 
+@both_routes
 def test_linear_backward_sgd_reads_the_weight_before_the_step(backend):
     """A learning rate that moves the weight far: grad_input from the stepped
     weight would miss the bound by orders of magnitude."""
@@ -97,6 +127,7 @@ def test_linear_backward_sgd_reads_the_weight_before_the_step(backend):
     assert (inputs[2] - weight_before).abs().max() > 1.0
 
 
+@both_routes
 def test_linear_backward_sgd_with_zero_learning_rate_changes_nothing(backend):
     grad_output, x, weight, bias, output = make_step_inputs(ROWS, IN_FEATURES, OUT_FEATURES, "sigmoid")
     weight_before, bias_before = weight.clone(), bias.clone()
@@ -250,10 +281,11 @@ def test_a_training_step_launches_no_sgd_kernel(launches):
 # --- autotuning ------------------------------------------------------------------------
 
 
+@both_routes
 @requires_triton
 @counts_interpreted_launches
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-def test_autotuning_steps_the_weights_once(monkeypatch, bias):
+def test_autotuning_steps_the_weights_once(monkeypatch, bias, route):
     """Triton's autotuner runs every config on the real arguments before the real
     launch; it restores the weight and bias after each of those runs, so only the
     real launch steps them. Run through the launch path as on a GPU without a
@@ -262,6 +294,7 @@ def test_autotuning_steps_the_weights_once(monkeypatch, bias):
     from triton.runtime.autotuner import Autotuner
 
     from tritonnet.kernels import linear_backward as backward_kernels
+    from tritonnet.kernels import linear_backward_sgd as one_launch_kernels
     from tritonnet.kernels import targets
     from tritonnet.triton_backend import launch, plans
 
@@ -275,7 +308,8 @@ def test_autotuning_steps_the_weights_once(monkeypatch, bias):
 
     monkeypatch.setattr(launch, "fixed_configs", lambda: False)
     for tuner in [*backward_kernels.linear_backward_input_autotuned.values(),
-                  *backward_kernels.linear_backward_weight_sgd_autotuned.values()]:
+                  *backward_kernels.linear_backward_weight_sgd_autotuned.values(),
+                  *one_launch_kernels.linear_backward_sgd_autotuned.values()]:
         monkeypatch.setattr(tuner, "cache", {})  # what an earlier test chose: no timing runs
     monkeypatch.setattr(targets, "current_backend", lambda: "cuda")  # kernel 1's lists are per GPU vendor
     monkeypatch.setattr(Autotuner, "do_bench", property(lambda self: three_runs))
@@ -293,4 +327,4 @@ def test_autotuning_steps_the_weights_once(monkeypatch, bias):
         check_step(*inputs, "sigmoid", 1.0 / ROWS, 0.5)
     finally:
         plans.clear_caches()
-    assert len(trial_runs) >= 6  # both kernels' configs were timed
+    assert len(trial_runs) >= 6  # every config of the kernels launched was timed

@@ -10,7 +10,8 @@ The forward splits K where its tiles are far fewer than the SMs, in
 `forward_split.py`.
 The weight gradient's launch, split over the batch when it is large, is
 `weight_gradient.py`'s; `linear_backward_sgd` runs the same plan with the SGD
-step in that launch's epilogue.
+step in that launch's epilogue, or all of a narrow layer's backward in one
+launch (`backward_one_launch.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tritonnet import checks, rocm
 from tritonnet.kernels import linear_backward as backward_kernels
 from tritonnet.kernels import linear_forward as forward_kernels
 from tritonnet.reference import ACTIVATIONS
+from tritonnet.triton_backend.backward_one_launch import OneLaunchPlan, one_launch_plan
 from tritonnet.triton_backend.common import check_operands, check_scale
 from tritonnet.triton_backend.forward_split import split_forward
 from tritonnet.triton_backend.launch import Kernel, Launch, dot_precision
@@ -260,9 +262,10 @@ def linear_backward(
 
 def _plan_backward_sgd(
     grad_output, x, weight, bias, output, activation, need_grad_input, out_grad_input, precision,
-) -> _BackwardPlan:
+) -> _BackwardPlan | OneLaunchPlan:
     """`_plan_backward` with the SGD epilogue: the weight and bias, checked under
-    their own names, take the place of grad_weight and grad_bias."""
+    their own names, take the place of grad_weight and grad_bias; in one launch
+    where `backward_one_launch` takes the call."""
     x = checks.check_matrix("x", x)
     weight = checks.check_matrix("weight", weight, rows=x.shape[1])
     check_parameter("weight", weight)
@@ -270,10 +273,14 @@ def _plan_backward_sgd(
         bias = check_vector("bias", bias, weight.shape[1])
         check_operands(weight=weight, bias=bias)
         check_parameter("bias", bias)
-    return _plan_backward(
+    plan = _plan_backward(
         grad_output, x, weight, output, activation, need_grad_input, bias is not None,
         out_grad_input, weight, bias, precision, sgd=True,
     )
+    one_launch = one_launch_plan(
+        grad_output, x, weight, bias, output, activation, need_grad_input, out_grad_input, precision
+    )
+    return one_launch or plan
 
 
 _backward_sgd_plans = Plans(_plan_backward_sgd)
@@ -288,7 +295,8 @@ def linear_backward_sgd(
     `weight -= lr * grad_weight`, `bias -= lr * grad_bias` in place, the gradients
     never written. Returns grad_input (or None), from the weight before the step.
 
-    Two launches (one without grad_input): kernel 1, then kernel 2 with the step
+    One launch for a narrow layer at a small batch (`backward_one_launch.py`);
+    otherwise two (one without grad_input): kernel 1, then kernel 2 with the step
     in its epilogue; when the weight gradient is split, kernel 3 takes the step.
     Each parameter must be contiguous or the transpose of a contiguous matrix,
     as for `sgd_update`.
