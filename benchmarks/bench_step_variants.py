@@ -1,21 +1,27 @@
 """Which of the graphed step's fusions pay on this GPU?
 
 The trainer's step on a GPU (`make_epoch_steps`: 64 steps per CUDA graph replay,
-each batch gathered on the device) is timed with each of two fusions on and off,
+each batch gathered on the device) is timed with each of its fusions on and off,
 taking turns epoch by epoch, on synthetic data of Fashion-MNIST's size:
 
 - the split-K forward at small batch (`kernels.linear_forward.forward_splits`);
   off, every forward launches its tiles alone, as before the split;
 - the SGD step in the weight-gradient kernel's epilogue; off, each layer's
   gradients are written out and `sgd_update` steps the weights in a launch of
-  its own, as before (one launch more per layer).
+  its own, as before (one launch more per layer);
+- a narrow layer's whole backward and step in one launch
+  (`kernels.linear_backward_sgd.backward_in_one_launch`); off, the input
+  gradient and the weight gradient with its step are two launches, as before
+  (one launch more for each of the two narrow layers).
 
-Providers: "fused" (both on, what ships), "unsplit-forward", "separate-sgd" and
-"neither"; and "pdl", what ships with every kernel of the step launched by
-programmatic dependent launch (`TRITONNET_PDL=1`, off by default until measured;
-sm_90 and newer, else it runs as "fused"). Each row gives the wall time per step and the GPU kernel time per step
-(torch.profiler, `kernel_time.py`); the issue's rule is to keep whichever measures
-faster. The loss's mean inside its kernel has no "off": the old `.mean()` is gone.
+Providers: "fused" (all on, what ships), "unsplit-forward", "separate-sgd",
+"two-launch-backward" and "neither" (the first two off); and "pdl", what ships
+with every kernel of the step launched by programmatic dependent launch
+(`TRITONNET_PDL=1`, off by default until measured; sm_90 and newer, else it
+runs as "fused"). Each row gives the wall time per step and the GPU kernel time
+per step (torch.profiler, `kernel_time.py`); the issue's rule is to keep
+whichever measures faster. The loss's mean inside its kernel has no "off": the
+old `.mean()` is gone.
 
 "persistent" is the whole step as one persistent kernel (`PersistentStep`,
 docs/persistent-step.md) under the same epoch graph, against the others.
@@ -41,7 +47,7 @@ from harness import Environment, Quantiles, ResultWriter, parser, results_dir, s
 from kernel_time import profile_kernel_time
 from tritonnet import MLP
 
-PROVIDERS = ["fused", "unsplit-forward", "separate-sgd", "neither", "pdl", "persistent"]
+PROVIDERS = ["fused", "unsplit-forward", "separate-sgd", "two-launch-backward", "neither", "pdl", "persistent"]
 
 
 def _separate_sgd(grad_output, x, weight, bias, output, activation, scale, lr, *, need_grad_input=True,
@@ -63,10 +69,12 @@ def variant(provider: str) -> Iterator[None]:
     the duration (the plans are cleared on the way in and out, so no launch of
     another variant is reused)."""
     from tritonnet import triton_backend
-    from tritonnet.kernels import linear_forward
+    from tritonnet.kernels import linear_backward_sgd, linear_forward
     from tritonnet.triton_backend import plans
 
     patches = []
+    if provider == "two-launch-backward":
+        patches.append((linear_backward_sgd, "backward_in_one_launch", lambda *_: False))
     if provider in ("unsplit-forward", "neither"):
         patches.append((linear_forward, "forward_splits", lambda rows, in_features, *_: (1, in_features)))
     if provider in ("separate-sgd", "neither"):

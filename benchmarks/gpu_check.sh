@@ -150,9 +150,10 @@ if wanted bench; then
     # The graphed providers add their GPU kernel time per step (one profiled epoch each).
     step 70 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
         --providers tritonnet,tritonnet-cuda-graph,tritonnet-epoch-graph,tritonnet-module,torch-eager,torch-cuda-graph,exercise-style
-    # The graphed step with its split-K forward and its SGD epilogue each on and off,
-    # and with PDL: which to keep; and the whole step as one persistent kernel (its
-    # compile and PDL's builds take part of the 45 s; bench_linear took 19 s of its 40).
+    # The graphed step with its split-K forward, its SGD epilogue and its one-launch
+    # backward of the narrow layers each on and off, and with PDL: which to keep; and
+    # the whole step as one persistent kernel (its compile and PDL's builds take part
+    # of the 45 s; bench_linear took 19 s of its 40).
     step 45 "$python" benchmarks/bench_step_variants.py --quick --results-dir "$results" --batch-sizes 64
     # The graphed steps in TF32 and in bf16 (autocast for torch), at batch 64: rows of their own.
     for precision in fp32-tf32 bf16; do

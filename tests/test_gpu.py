@@ -160,13 +160,17 @@ def test_sgd_update_matches_torch():
 def test_linear_backward_sgd_steps_once_through_the_autotuner(monkeypatch, in_features, out_features, bias):
     """The SGD epilogue's first call at batch 64: its autotuner times every config
     on the real weight and bias and restores them after each run (unless this
-    GPU's tuned table has the key), so they take one step, the reference's."""
+    GPU's tuned table has the key), so they take one step, the reference's. The
+    narrow layers take the one-launch kernel (`kernels/linear_backward_sgd.py`),
+    whose autotuner restores them too."""
     from tritonnet import reference
     from tritonnet.kernels import linear_backward as kernels
+    from tritonnet.kernels import linear_backward_sgd as one_launch_kernels
     from tritonnet.triton_backend import plans
 
     monkeypatch.delenv("TRITONNET_AUTOTUNE", raising=False)
-    for tuner in kernels.linear_backward_weight_sgd_autotuned.values():
+    for tuner in [*kernels.linear_backward_weight_sgd_autotuned.values(),
+                  *one_launch_kernels.linear_backward_sgd_autotuned.values()]:
         monkeypatch.setattr(tuner, "cache", {})
     plans.clear_caches()
     torch.manual_seed(0)

@@ -57,21 +57,29 @@ def test_each_variant_launches_what_it_says_and_trains_as_the_reference(provider
     model = _one_step("triton", provider)
     split_forwards = sum(1 for name, split in launched if name == "linear_forward_kernel" and split)
     separate_steps = sum(1 for name, _ in launched if name == "sgd_update_kernel")
+    one_launch_backwards = sum(1 for name, _ in launched if name == "linear_backward_sgd_kernel")
     assert split_forwards == (0 if provider in ("unsplit-forward", "neither") else 1)
     assert separate_steps == (len(SIZES) - 1 if provider in ("separate-sgd", "neither") else 0)
+    # The output layer's backward in one launch; the first layer needs no input gradient.
+    assert one_launch_backwards == (0 if provider in ("separate-sgd", "two-launch-backward", "neither") else 1)
     expected = _one_step("reference")
     for name, value in expected.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_the_variants_put_everything_back():
+@pytest.mark.parametrize("provider", ["neither", "two-launch-backward"])
+def test_the_variants_put_everything_back(provider):
     from tritonnet import triton_backend
-    from tritonnet.kernels import linear_forward
+    from tritonnet.kernels import linear_backward_sgd, linear_forward
 
-    before = (triton_backend.linear_backward_sgd, linear_forward.forward_splits)
-    with variants.variant("neither"):
-        assert (triton_backend.linear_backward_sgd, linear_forward.forward_splits) != before
-    assert (triton_backend.linear_backward_sgd, linear_forward.forward_splits) == before
+    def switches():
+        return (triton_backend.linear_backward_sgd, linear_forward.forward_splits,
+                linear_backward_sgd.backward_in_one_launch)
+
+    before = switches()
+    with variants.variant(provider):
+        assert switches() != before
+    assert switches() == before
 
 
 def test_the_pdl_variant_asks_for_pdl_and_puts_the_setting_back(monkeypatch):
