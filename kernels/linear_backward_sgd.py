@@ -120,24 +120,24 @@ LINEAR_BACKWARD_SGD_FIXED_CONFIGS = {
 
 @triton.jit
 def linear_backward_sgd_kernel(
-    dy_ptr,
-    y_ptr,
     x_ptr,
     w_ptr,
     b_ptr,
+    dy_ptr,
+    y_ptr,
     dx_ptr,
     M,
     N,
     K,
-    stride_dym,
-    stride_dyn,
-    stride_ym,
-    stride_yn,
     stride_xm,
     stride_xk,
     stride_wk,
     stride_wn,
     stride_b,
+    stride_dym,
+    stride_dyn,
+    stride_ym,
+    stride_yn,
     stride_dxm,
     stride_dxk,
     scale,
@@ -145,20 +145,20 @@ def linear_backward_sgd_kernel(
     HAS_BIAS: tl.constexpr,
     ACTIVATION: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
 ):
     """dx for rows `[pid * BLOCK_K, ...)` of w, and the SGD step of those rows.
 
     Args:
-        dy_ptr: dy `[M, N]`, strides `(stride_dym, stride_dyn)`.
-        y_ptr: the forward's output y `[M, N]`, strides `(stride_ym, stride_yn)`;
-            read only for the sigmoid (None otherwise).
         x_ptr: the forward's input x `[M, K]`, strides `(stride_xm, stride_xk)`.
         w_ptr: w `[K, N]`, strides `(stride_wk, stride_wn)`; read, then stepped.
         b_ptr: b `[N]`, stride `stride_b`, stepped if HAS_BIAS (otherwise any
             pointer, never read or written).
+        dy_ptr: the incoming gradient dy `[M, N]`, strides `(stride_dym, stride_dyn)`.
+        y_ptr: the saved output y `[M, N]`, strides `(stride_ym, stride_yn)`, for
+            the sigmoid only (None otherwise).
         dx_ptr: dx `[M, K]`, strides `(stride_dxm, stride_dxk)`.
         scale: the fp32 factor of dw and db; lr: the learning rate.
         HAS_BIAS: whether to step b.

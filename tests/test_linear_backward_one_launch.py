@@ -17,17 +17,8 @@ import torch
 
 import tritonnet
 from compile_check import (
-    DOT_PRECISIONS,
-    TARGETS,
-    TENSOR_CORE_PRECISIONS,
-    WEIGHT_UNIT_STRIDES,
-    assert_config_compiled,
-    compile_cases,
-    compiled_by_default,
-    config_id,
-    dot_precisions_on,
-    target_name,
-    vendor,
+    DOT_PRECISIONS, TARGETS, TENSOR_CORE_PRECISIONS, WEIGHT_UNIT_STRIDES, assert_config_compiled, compile_cases,
+    compiled_by_default, config_id, dot_precisions_on, target_name, vendor,
 )
 from conftest import TEST_DEVICE, requires_triton, triton_runnable
 from test_linear_backward_sgd import check_step, counts_interpreted_launches, launches, make_step_inputs  # noqa: F401
@@ -162,7 +153,7 @@ def test_the_exercise_step_launches_six_kernels(launches):
 
 # --- compilation for real GPUs -------------------------------------------------
 
-UNIT_STRIDES = ("stride_dyn", "stride_yn", "stride_xk", "stride_b", "stride_dxk")
+UNIT_STRIDES = ("stride_xk", "stride_b", "stride_dyn", "stride_yn", "stride_dxk")
 # The output layer's column block and the widest one (kernels.MAX_BLOCK_N).
 BLOCK_NS = (16, 128)
 

@@ -48,7 +48,7 @@ class OneLaunchPlan:
         grad_input = out_grad_input if out_grad_input is not None else x.new_empty(self.rows, self.in_features)
         # The autotuner restores b_ptr, and triton 3.6 clones it unchecked: without
         # a bias the weight stands in, never written through b_ptr then.
-        self.launch(grad_output, output, x, weight, weight if bias is None else bias, grad_input,
+        self.launch(x, weight, weight if bias is None else bias, grad_output, output, grad_input,
                     *self.sizes, scale, lr)
         return grad_input, None, None
 
@@ -76,8 +76,7 @@ def one_launch_plan(
     )
     sizes = (
         rows, out_features, in_features,
-        *grad_output.stride(), *output_strides, *x.stride(), *weight.stride(),
-        bias.stride(0) if bias is not None else 0,
-        *input_strides,
+        *x.stride(), *weight.stride(), bias.stride(0) if bias is not None else 0,
+        *grad_output.stride(), *output_strides, *input_strides,
     )
     return OneLaunchPlan(rows, in_features, reads_output, launch, sizes)
