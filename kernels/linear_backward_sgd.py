@@ -12,7 +12,7 @@ incoming gradient dy `[M, N]` and the gradient normalization `scale`:
 
 with each gradient rounded to the parameters' dtype before the step, as a
 stored gradient is (`linear_backward.write_gradient`): the numbers of the
-two-launch path.
+two-launch path, but for the order dx's sum over N is taken in.
 
 Why one launch. The two-launch path (`linear_backward.py`, EPILOGUE "sgd") runs
 kernel 1 (dx) and then kernel 2 (dw, with the step in its epilogue) in that
@@ -55,15 +55,14 @@ from tritonnet.kernels.targets import autotune_per_target
 from tritonnet.kernels.tiling import ALIGNED, UNALIGNED
 
 # The widest layer (out_features) one program's column block covers: the
-# exercise's 128-wide hidden layer and its 10-class output layer. A dz block of
-# BLOCK_M x 128 fp32 values is the most that stays in registers beside the dot
-# operands (tests/test_linear_backward_one_launch.py compiles every config at
-# this width without spills).
+# exercise's 128-wide hidden layer and its 10-class output layer. At 128 columns
+# only 16 x 16 blocks compile without spills (docs/kernels.md), and tl.dot takes
+# no block under 16: a wider layer keeps the two launches.
 MAX_BLOCK_N = 128
 # The largest batch taken in one launch: each program walks the whole batch, so
 # a large one would run long on few SMs while the two-launch path spreads it.
-# The exercise trains at 64; larger batches are not yet timed on a GPU, this is
-# a guess that keeps them on the two-launch path (docs/kernels.md).
+# The exercise trains at 64; 256 is a guess, not yet timed on a GPU
+# (docs/kernels.md).
 MAX_ROWS = 256
 
 
