@@ -51,6 +51,7 @@ import triton
 import triton.language as tl
 
 from tritonnet.kernels.linear_backward import dz_pointers, load_dz, next_dz_pointers, write_gradient
+from tritonnet.kernels.pdl import wait_for_previous_kernel
 from tritonnet.kernels.targets import autotune_per_target
 from tritonnet.kernels.tiling import ALIGNED, UNALIGNED
 
@@ -147,6 +148,7 @@ def linear_backward_sgd_kernel(
     BLOCK_K: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_M: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """dx for rows `[pid * BLOCK_K, ...)` of w, and the SGD step of those rows.
 
@@ -165,10 +167,12 @@ def linear_backward_sgd_kernel(
         INPUT_PRECISION: `tl.dot`'s input_precision for fp32 operands.
         BLOCK_K: the rows of w a program owns; BLOCK_N (>= N): all its columns;
         BLOCK_M: the step over the batch.
+        USE_PDL: launched by programmatic dependent launch (`pdl.py`).
 
     A 1-D grid of `cdiv(K, BLOCK_K)` programs. The bias has one writer, program
     0, which sums dz in fp32 before it is rounded for the dots.
     """
+    wait_for_previous_kernel(USE_PDL)
     # int64 ids keep the offsets below exact past 2**31 elements.
     pid = tl.program_id(axis=0).to(tl.int64)
     offs_k = pid * BLOCK_K + tl.arange(0, BLOCK_K)

@@ -53,6 +53,12 @@ STEP_KERNELS = {
         unit_strides=("stride_xk", "stride_dyn", "stride_yn", "stride_dwn", "stride_db"),
         floats=("scale", "lr"),
     )),
+    "one-launch-backward": ("linear_backward_sgd", "linear_backward_sgd_kernel", dict(
+        config="LINEAR_BACKWARD_SGD_UNALIGNED_CONFIGS",
+        constexprs={"ACTIVATION": "sigmoid", "HAS_BIAS": True, "INPUT_PRECISION": "ieee", "BLOCK_N": 128},
+        unit_strides=("stride_xk", "stride_wn", "stride_b", "stride_dyn", "stride_yn", "stride_dxk"),
+        floats=("scale", "lr"),
+    )),
     "weight-gradient-reduce": ("linear_backward", "linear_weight_gradient_reduce_kernel", dict(
         pointers={"partial_ptr": "*fp32"},
         config="WEIGHT_GRADIENT_REDUCE_CONFIG",
