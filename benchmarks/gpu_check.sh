@@ -71,7 +71,9 @@ step() {
     shift
     echo "== [$(date -u +%T)] $* (limit ${limit}s)" | tee -a "$log"
     local started=$SECONDS
-    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+    # SIGINT first: pytest still writes its report of the tests that finished,
+    # and the benchmarks keep the rows they appended.
+    timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
     local code=${PIPESTATUS[0]}
     echo "== exit $code after $((SECONDS - started))s" | tee -a "$log"
     [ "$code" = 0 ] || status=1
@@ -86,13 +88,13 @@ pytest=("$python" -m pytest -q -p no:cacheprovider -m "not slow" -rs --durations
 # package, where they read it (their first calls then skip autotuning), and a copy
 # to the results. A run cut short keeps the batches it finished.
 if wanted tune; then
-    step 45 "$python" benchmarks/tune.py --quick
+    step 40 "$python" benchmarks/tune.py --quick
     cp tritonnet/kernels/tuned/"$slug".json "$results/tuned_${slug}.json" 2>/dev/null
 fi
 
 # 1. The compiled, tuned kernels at the exercise's shapes, ieee/tf32/bf16, and training.
 if wanted gpu_tests; then
-    step 130 "${pytest[@]}" tests/test_gpu.py tests/test_launch.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
+    step 145 "${pytest[@]}" tests/test_gpu.py tests/test_launch.py --junitxml="$results/gpu_check_${slug}_tests_gpu.xml"
 fi
 
 # The CUDA-graph training steps (one step, and many steps, per replay) against the
@@ -148,7 +150,7 @@ if wanted bench; then
     step 20 "$python" benchmarks/bench_softmax.py --quick --results-dir "$results" --providers tritonnet,torch-eager,torch-copy
     step 25 "$python" benchmarks/bench_output_layer.py --quick --results-dir "$results" --providers "$fast"
     # The graphed providers add their GPU kernel time per step (one profiled epoch each).
-    step 70 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
+    step 65 "$python" benchmarks/bench_training.py --quick --results-dir "$results" \
         --providers tritonnet,tritonnet-cuda-graph,tritonnet-epoch-graph,tritonnet-module,torch-eager,torch-cuda-graph,exercise-style
     # The graphed step with its split-K forward, its SGD epilogue and its one-launch
     # backward of the narrow layers each on and off, and with PDL: which to keep; and

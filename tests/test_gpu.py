@@ -225,9 +225,8 @@ def test_last_program_reductions_are_race_free_and_repeatable():
 
 
 @pytest.mark.parametrize("grad_scale", tritonnet.GRAD_SCALES)
-def test_training_on_gpu_follows_the_cpu_reference(grad_scale, pdl):
-    """100 steps of the exercise MLP: Triton on the GPU (a graphed step, its kernels
-    launched plainly or with PDL), reference on the CPU, at ieee."""
+def test_training_on_gpu_follows_the_cpu_reference(grad_scale):
+    """100 steps of the exercise MLP: Triton on the GPU, reference on the CPU, at ieee."""
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
