@@ -2,7 +2,7 @@
 grid-wide barrier.
 
 Math. For x `[M, K0]`, labels t `[M]` and the layers w1 `[K0, N1]`, w2 `[N1, N2]`,
-w3 `[N2, C]` with their biases, the step `FusedStep` takes in eight launches:
+w3 `[N2, C]` with their biases, the step `FusedStep` takes in six launches:
 
     h1 = sigmoid(x @ w1 + b1)                       h2 = sigmoid(h1 @ w2 + b2)
     p = softmax(h2 @ w3 + b3)    loss = mean(-log p[t])    g3 = p - onehot(t)

@@ -3,7 +3,7 @@
     step = PersistentStep(model)   # a tritonnet.MLP with two sigmoid hidden layers, fp32
     loss = step(x, labels)         # as FusedStep: the mean loss, a 0-dim tensor on the device
 
-Where `FusedStep` launches eight kernels, this launches one on a GPU: a grid of at
+Where `FusedStep` launches six kernels, this launches one on a GPU: a grid of at
 most one program per SM runs the forward, the loss and the backward with the SGD
 step in five phases, a grid-wide barrier between two (kernels/persistent_step.py,
 docs/persistent-step.md). It is the issue's stretch item, not yet measured on a
