@@ -39,6 +39,7 @@ import contextlib
 import os
 import sys
 from typing import Iterator
+from unittest import mock
 
 import torch
 
@@ -63,6 +64,11 @@ def _separate_sgd(grad_output, x, weight, bias, output, activation, scale, lr, *
     return grad_input
 
 
+def _unsplit(rows: int, in_features: int, *_) -> tuple[int, int]:
+    """`forward_splits` as before the split: one split of all of K."""
+    return 1, in_features
+
+
 @contextlib.contextmanager
 def variant(provider: str) -> Iterator[None]:
     """The fusions `provider` turns off (or PDL, which it turns on), switched for
@@ -74,37 +80,21 @@ def variant(provider: str) -> Iterator[None]:
 
     patches = []
     if provider == "two-launch-backward":
-        patches.append((linear_backward_sgd, "backward_in_one_launch", lambda *_: False))
+        patches.append(mock.patch.object(linear_backward_sgd, "backward_in_one_launch", lambda *_: False))
     if provider in ("unsplit-forward", "neither"):
-        patches.append((linear_forward, "forward_splits", lambda rows, in_features, *_: (1, in_features)))
+        patches.append(mock.patch.object(linear_forward, "forward_splits", _unsplit))
     if provider in ("separate-sgd", "neither"):
-        patches.append((triton_backend, "linear_backward_sgd", _separate_sgd))
+        patches.append(mock.patch.object(triton_backend, "linear_backward_sgd", _separate_sgd))
     if provider == "pdl":
-        patches.append((os.environ, "TRITONNET_PDL", "1"))
-    saved = [(owner, name, _get(owner, name)) for owner, name, _ in patches]
+        patches.append(mock.patch.dict(os.environ, {"TRITONNET_PDL": "1"}))
     plans.clear_caches()
     try:
-        for owner, name, replacement in patches:
-            _set(owner, name, replacement)
-        yield
+        with contextlib.ExitStack() as stack:
+            for patch in patches:
+                stack.enter_context(patch)
+            yield
     finally:
-        for owner, name, original in saved:
-            _set(owner, name, original)
         plans.clear_caches()
-
-
-def _get(owner, name: str):
-    return owner.get(name) if owner is os.environ else getattr(owner, name)
-
-
-def _set(owner, name: str, value) -> None:
-    """An attribute, or an environment variable (None: unset)."""
-    if owner is not os.environ:
-        setattr(owner, name, value)
-    elif value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
 
 
 class VariantEpochs(EpochGraphTrainer):
