@@ -67,16 +67,21 @@ def check_out_of_range_targets(backend, cross_entropy, logits, target, classes, 
     `cross_entropy(target, *scale)` runs the operation under test on fixed inputs
     whose logits, in float64, are `logits`. The Triton kernels give a NaN loss and
     the gradient p * scale in a bad row, and the oracle's values in the others;
-    the reference indexes with the target, so past the last class it raises
-    IndexError (and a negative index counts from the end, as Python's do).
-    `tolerances`: of the probabilities and of the gradient.
+    the reference raises the ValueError that names the target, for -100 too
+    (nll_loss's ignore_index, which it would skip). `tolerances`: of the
+    probabilities and of the gradient.
     """
     target[1], target[4] = classes, -1
     if backend == "reference":
         if TEST_DEVICE == "cuda":
             pytest.skip(REFERENCE_CUDA_TARGET_SKIP)
-        with pytest.raises(IndexError):
+        with pytest.raises(ValueError, match=rf"target must lie in \[0, {classes}\), got values from -1 to {classes}"):
             cross_entropy(target)
+        for bad in (classes, -1, -100):  # each alone, all other targets valid
+            alone = target.clamp(0, classes - 1)
+            alone[1] = bad
+            with pytest.raises(ValueError, match=rf"target must lie in \[0, {classes}\).*{bad}"):
+                cross_entropy(alone)
         return
     probabilities, loss, grad_logits = cross_entropy(target, 0.5)
     assert torch.isnan(loss)

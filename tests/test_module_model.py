@@ -114,8 +114,14 @@ def test_bad_arguments_are_named():
     x, labels = next(random_batches(1, device="cpu"))
     with pytest.raises(ValueError, match="x must have 20 columns"):
         make_step(module)(x[:, :3], labels)
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
-        make_step(module)(x, labels + 5)
+    before = module.state_dict()
+    for bad in (5, -1, -100):  # -100: nll_loss's ignore_index, which it would skip
+        wrong = labels.clone()
+        wrong[1] = bad
+        with pytest.raises(ValueError, match=rf"labels must lie in \[0, 5\), got values from .*{bad}"):
+            make_step(module)(x, wrong)
+    for name, value in module.state_dict().items():  # nothing trained on them
+        assert torch.equal(value, before[name]), name
     with pytest.raises(ValueError, match="state is missing 'linears.2.bias'"):
         module.load_state_dict({k: v for k, v in module.state_dict().items() if k != "linears.2.bias"})
     with pytest.raises(ValueError, match=r"has shape \(12, 20\), expected \(20, 12\)"):

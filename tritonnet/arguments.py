@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from tritonnet import checks
+from tritonnet.environment import interpreter_enabled
 
 
 def _layers_match(x: torch.Tensor, weights, biases) -> bool:
@@ -147,9 +148,12 @@ def check_target(
             raise ValueError(f"target must be on the logits' device {device}, got {target.device}")
         checks.check_labels("target", target.reshape(-1), target.numel(), classes, check_range=False)
     rows = target if len(rows_shape) == 1 else target.reshape(-1)
-    # Reading the values back would wait for a GPU, and cannot be traced by
-    # torch.compile. Unchecked, an index out of range gives a NaN loss (the Triton
+    # The range: on the CPU the reference's own ops check every index and raise
+    # the error that names the target (`reference.cross_entropy`), at no cost of
+    # its own; the Triton kernels, which the interpreter runs there, do not. On a
+    # GPU reading the values back would wait for it, and torch.compile cannot
+    # trace it: unchecked, an index out of range gives a NaN loss (the Triton
     # kernels) or an indexing error (the reference), never a read out of bounds.
-    if device.type == "cpu" and not compiling:
+    if device.type == "cpu" and not compiling and interpreter_enabled():
         checks.check_label_range("target", rows, classes)
     return rows if common else rows.long()

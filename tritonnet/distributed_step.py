@@ -121,7 +121,13 @@ class _ShardLoss(nn.Module):
 
 class DataParallelModuleStep(ModuleStep):
     """`step(x, labels) -> loss`: one SGD step of `model`, a `ModuleModel`, under
-    DistributedDataParallel, on the global batch; the loss is its mean, detached."""
+    DistributedDataParallel, on the global batch; the loss is its mean, detached.
+
+    The labels' range is checked on the whole batch first: a bad label in one
+    rank's shard would stop that rank alone, leaving the others waiting for it.
+    """
+
+    check_range_first = True
 
     def __init__(self, model, ranks: Ranks) -> None:
         super().__init__(model)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from tritonnet import checks
+
 ACTIVATIONS = ("none", "sigmoid")
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -112,10 +114,16 @@ def linear_backward(
         )
 
     dz = _pre_activation_gradient(grad_output, output, activation)
-    if out_grad_weight is None:
-        out_grad_weight = torch.empty_like(weight)
-    # beta=0 makes addmm ignore the old contents of the buffer, NaN included.
-    torch.addmm(out_grad_weight, x.t(), dz, beta=0.0, alpha=scale, out=out_grad_weight)
+    if out_grad_weight is None and scale == 1.0:
+        # One op, in the layout `empty_like(weight)` would give: a weight that is the
+        # transpose of a row-major `[out, in]` matrix (nn.Linear's, passed as its
+        # `.t()`) gets `(dz.T @ x).T`, whose own transpose autograd can take as it is.
+        out_grad_weight = torch.mm(x.t(), dz) if weight.is_contiguous() else torch.mm(dz.t(), x).t()
+    else:
+        if out_grad_weight is None:
+            out_grad_weight = torch.empty_like(weight)
+        # beta=0 makes addmm ignore the old contents of the buffer, NaN included.
+        torch.addmm(out_grad_weight, x.t(), dz, beta=0.0, alpha=scale, out=out_grad_weight)
 
     grad_bias = None
     if need_grad_bias:
@@ -224,16 +232,24 @@ def cross_entropy(
       fp64 for fp64 inputs), which stays finite when a probability underflows to 0;
     - grad_logits: `(p - onehot(target)) * scale`, the gradient of the summed loss
       times `scale` (1 for the exercise, 1/M for the mean).
-    A target outside `[0, N)` raises (torch's nll_loss checks it).
+    A target outside `[0, N)` raises a ValueError that names it, on the CPU (the
+    public entry points leave this check to here: nll_loss and scatter_ check every
+    index anyway, so it costs nothing when the targets are right).
     """
     target = target.long()
     compute_dtype = torch.promote_types(logits.dtype, torch.float32)  # cast inside the op
     log_probabilities = torch.log_softmax(logits, dim=1, dtype=compute_dtype)
-    loss = torch.nn.functional.nll_loss(log_probabilities, target)
-    probabilities = log_probabilities.exp_()
-    # p - onehot(target), the 1 subtracted in place at each target (one_hot would
-    # check the targets' range again, and build a whole int64 matrix).
-    grad_logits = probabilities.clone().scatter_(1, target.unsqueeze(1), -1.0, reduce="add")
+    try:
+        # nll_loss lets -100, its ignore_index, through; scatter_ does not.
+        loss = torch.nn.functional.nll_loss(log_probabilities, target)
+        probabilities = log_probabilities.exp_()
+        # p - onehot(target), the 1 subtracted in place at each target (one_hot would
+        # check the targets' range again, and build a whole int64 matrix).
+        grad_logits = probabilities.clone().scatter_(1, target.unsqueeze(1), -1.0, reduce="add")
+    except (IndexError, RuntimeError):
+        if target.device.type == "cpu":
+            checks.check_label_range("target", target, logits.shape[1])  # the error that names it
+        raise
     if scale != 1.0:
         grad_logits.mul_(scale)
     return (
