@@ -397,12 +397,51 @@ def test_no_grad_bias_without_a_bias(backend, backward_calls):
 
 
 def test_mlp_skips_only_the_images_gradient(backend, backward_calls):
+    if backend == "reference":
+        pytest.skip("fp32 on the reference runs reference_mlp, no linear_backward: "
+                    "test_written_out_mlp_skips_only_the_images_gradient")
     model = MLP((6, 5, 4, 3), device=DEVICE)
     images = torch.randn(4, 6, device=DEVICE)
     model.loss(images, torch.randint(0, 3, (4,), device=DEVICE)).backward()
     # Backward runs from the output layer to the first; only the first has no
     # input that needs a gradient.
     assert backward_calls == [(True, True), (True, True), (False, True)]
+
+
+@pytest.mark.parametrize("images_require_grad", [False, True])
+def test_written_out_mlp_skips_only_the_images_gradient(images_require_grad, monkeypatch):
+    # The reference route's backward: a weight gradient per layer, an input gradient
+    # per layer above the first, and the images' only when they require grad.
+    model = MLP((6, 5, 4, 3), device=DEVICE)
+    images = torch.randn(4, 6, device=DEVICE, requires_grad=images_require_grad)
+    with use_backend("reference"):
+        loss = model.loss(images, torch.randint(0, 3, (4,), device=DEVICE))
+        products = []
+        original = torch.mm
+        monkeypatch.setattr(torch, "mm", lambda *args, **kwargs: products.append(args) or original(*args, **kwargs))
+        loss.backward()
+    assert len(products) == 3 + 2 + images_require_grad
+    assert (images.grad is not None) == images_require_grad
+
+
+def test_targets_out_of_range_are_named_by_the_reference_ops(monkeypatch):
+    # Without the interpreter, the entry points leave the targets' range on the CPU
+    # to the reference's own ops (reference.cross_entropy, reference_mlp): the
+    # error still names the target, -100 (nll_loss's ignore_index) included.
+    monkeypatch.setattr("tritonnet.arguments.interpreter_enabled", lambda: False)
+    x, weights, biases, target = mlp_inputs((4,))
+    logits = torch.randn(4, 4, device=DEVICE, requires_grad=True)
+    with use_backend("reference"):
+        for bad in (4, -1, -100):
+            wrong = target.clone()
+            wrong[0] = bad
+            for call in (
+                lambda: functional.mlp_cross_entropy(x, weights, biases, wrong),
+                lambda: functional.cross_entropy(logits, wrong),
+                lambda: functional.linear_cross_entropy(x, weights[0][:4], biases[0][:4], wrong),
+            ):
+                with pytest.raises(ValueError, match=rf"target must lie in \[0, 4\).*{bad}"):
+                    call()
 
 
 def test_no_grad_records_nothing(backend):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tritonnet import reference, reference_mlp
 from tritonnet.backend import ops_for
 
 
@@ -207,29 +208,17 @@ class LinearCrossEntropy(torch.autograd.Function):
         return (*grads, None)
 
 
-def _hidden_buffer(rows: int, features: int, like: torch.Tensor) -> torch.Tensor | None:
-    """Where a hidden layer's output `[rows, features]` is written, if it feeds
-    another hidden layer: on the CPU, stored feature-major (`[features, rows]` in
-    memory, the same values); elsewhere None, for the backend to allocate row-major.
-
-    Why: BLAS on the CPU splits the first layer's GEMM, and the next layer's input
-    gradient, over the cores better in this order. The output layer's GEMM reads
-    its input faster row-major, so the last hidden output stays row-major. The
-    tensors never leave `MLPCrossEntropy`, so no caller sees the order.
-    """
-    if like.device.type != "cpu":
-        return None
-    return torch.empty(features, rows, dtype=like.dtype, device=like.device).t()
-
-
 class MLPCrossEntropy(torch.autograd.Function):
     """The exercise's network and its mean loss as one operation: `Linear` with the
     sigmoid through each hidden layer, then `LinearCrossEntropy`.
 
     `parameters` are the weights `[out, in]` of every layer, then their biases (each
-    a tensor or None). The forward runs the backend's fused ops layer by layer and
-    saves every layer's input; the backward runs `linear_backward` from the last
-    layer to the first, with no autograd node between the layers.
+    a tensor or None). The forward saves every layer's input; the backward runs
+    from the last layer to the first, with no autograd node between the layers.
+    On the reference backend, for fp32 and fp64, both are `tritonnet.reference_mlp`,
+    the network written out in PyTorch; elsewhere they run the backend's fused ops
+    layer by layer (`linear_forward` with the sigmoid, `linear_cross_entropy`,
+    `linear_backward`).
     """
 
     @staticmethod
@@ -237,16 +226,18 @@ class MLPCrossEntropy(torch.autograd.Function):
         layers = len(parameters) // 2
         weights, biases = parameters[:layers], parameters[layers:]
         ops = ops_for(x, target)  # `functional` checked that the parameters match x
-        activations = [x]
-        for index in range(layers - 1):
-            weight = weights[index]
-            out = _hidden_buffer(x.shape[0], weight.shape[0], x) if index < layers - 2 else None
-            activations.append(ops.linear_forward(activations[-1], weight.t(), biases[index], "sigmoid", out=out))
-        _, loss, grad_logits = ops.linear_cross_entropy(
-            activations[-1], weights[-1].t(), biases[-1], target, mean_scale(x)
-        )
+        ctx.written_out = ops is reference and x.dtype in reference_mlp.DTYPES
+        if ctx.written_out:
+            loss, grad_logits, inputs = reference_mlp.forward(x, target, weights, biases)
+        else:
+            inputs = [x]
+            for weight, bias in zip(weights[:-1], biases[:-1]):
+                inputs.append(ops.linear_forward(inputs[-1], weight.t(), bias, "sigmoid"))
+            _, loss, grad_logits = ops.linear_cross_entropy(
+                inputs[-1], weights[-1].t(), biases[-1], target, mean_scale(x)
+            )
         ctx.ops = ops
-        ctx.save_for_backward(grad_logits, target, *activations, *parameters)
+        ctx.save_for_backward(grad_logits, target, *inputs, *parameters)
         return loss
 
     @staticmethod
@@ -254,26 +245,21 @@ class MLPCrossEntropy(torch.autograd.Function):
         grad_logits, target, *saved = ctx.saved_tensors
         needs = ctx.needs_input_grad
         layers = len(needs[2:]) // 2
-        activations, parameters = saved[:layers], saved[layers:]
+        inputs, parameters = saved[:layers], saved[layers:]
         if torch.is_grad_enabled():
-            inputs = (activations[0], target, *parameters)
-            return _twin_gradients(_mlp_cross_entropy_twin, inputs, needs, grad_loss)
-        grads = [None] * (2 * layers)
-        grad = grad_logits * grad_loss
-        for index in reversed(range(layers)):
-            hidden = index < layers - 1
-            need_input = index > 0 or needs[0]
-            layer_needs = (need_input, needs[2 + index], needs[2 + layers + index])
-            # The gradient of a hidden output is laid out as the forward laid it out.
-            out = _hidden_buffer(*activations[index].shape, grad) if 0 < index < layers - 1 else None
-            grad, grads[index], grads[layers + index] = linear_gradients(
-                ctx.ops,
-                grad,
-                activations[index],
-                parameters[index],
-                activations[index + 1] if hidden else None,
-                "sigmoid" if hidden else "none",
-                layer_needs,
-                out_grad_input=out,
+            twin_inputs = (inputs[0], target, *parameters)
+            return _twin_gradients(_mlp_cross_entropy_twin, twin_inputs, needs, grad_loss)
+        if ctx.written_out:
+            grad, grad_weights, grad_biases = reference_mlp.backward(
+                grad_loss, grad_logits, inputs, parameters[:layers], needs
             )
+            return (grad, None, *grad_weights, *grad_biases)
+        grads = [None] * (2 * layers)
+        grad, output, activation = grad_logits * grad_loss, None, "none"
+        for index in range(layers - 1, -1, -1):
+            layer_needs = (index > 0 or needs[0], needs[2 + index], needs[2 + layers + index])
+            grad, grads[index], grads[layers + index] = linear_gradients(
+                ctx.ops, grad, inputs[index], parameters[index], output, activation, layer_needs
+            )
+            output, activation = inputs[index], "sigmoid"
         return (grad, None, *grads)
