@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from tritonnet import arguments, checks, functions, library_ops
+from tritonnet import arguments, checks, functions, library_ops, reference, reference_mlp
 from tritonnet.backend import ops_for
 
 
@@ -138,8 +138,10 @@ def mlp_cross_entropy(
     Layer i has `weights[i]` `[out_i, in_i]` (nn.Linear's layout, `in_0` the last
     dimension of x) and `biases[i]` (a tensor or None); `target` holds class
     indices shaped like x without its last dimension. Eagerly it is one autograd
-    node for the whole network (`tritonnet.functions.MLPCrossEntropy`); under
-    torch.compile, the layers' own operations.
+    node for the whole network (`tritonnet.functions.MLPCrossEntropy`), except on
+    the CPU reference in fp32 and fp64, where PyTorch's own ops compose it
+    (`tritonnet.reference_mlp`: no Python in its backward); under torch.compile,
+    the layers' own operations.
     """
     x, weights, biases = arguments.check_layers(x, weights, biases)
     compiling = torch.compiler.is_compiling()
@@ -149,5 +151,7 @@ def mlp_cross_entropy(
         for weight, bias in zip(weights[:-1], biases[:-1]):
             rows = library_ops.linear(rows, weight, bias, "sigmoid")
         return library_ops.linear_cross_entropy(rows, weights[-1], biases[-1], target)[0]
+    if rows.dtype in reference_mlp.DTYPES and ops_for(rows, target) is reference:
+        return reference_mlp.mlp_cross_entropy(rows, target, weights, biases)
     return functions.MLPCrossEntropy.apply(rows, target, *weights, *biases)
 

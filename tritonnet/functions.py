@@ -33,7 +33,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tritonnet import reference, reference_mlp
 from tritonnet.backend import ops_for
 
 
@@ -213,12 +212,11 @@ class MLPCrossEntropy(torch.autograd.Function):
     sigmoid through each hidden layer, then `LinearCrossEntropy`.
 
     `parameters` are the weights `[out, in]` of every layer, then their biases (each
-    a tensor or None). The forward saves every layer's input; the backward runs
-    from the last layer to the first, with no autograd node between the layers.
-    On the reference backend, for fp32 and fp64, both are `tritonnet.reference_mlp`,
-    the network written out in PyTorch; elsewhere they run the backend's fused ops
-    layer by layer (`linear_forward` with the sigmoid, `linear_cross_entropy`,
-    `linear_backward`).
+    a tensor or None). The forward runs the backend's fused ops layer by layer and
+    saves every layer's input; the backward runs `linear_backward` from the last
+    layer to the first, with no autograd node between the layers. (On the CPU
+    reference, `functional.mlp_cross_entropy` composes PyTorch's own ops instead:
+    `tritonnet.reference_mlp`.)
     """
 
     @staticmethod
@@ -226,16 +224,12 @@ class MLPCrossEntropy(torch.autograd.Function):
         layers = len(parameters) // 2
         weights, biases = parameters[:layers], parameters[layers:]
         ops = ops_for(x, target)  # `functional` checked that the parameters match x
-        ctx.written_out = ops is reference and x.dtype in reference_mlp.DTYPES
-        if ctx.written_out:
-            loss, grad_logits, inputs = reference_mlp.forward(x, target, weights, biases)
-        else:
-            inputs = [x]
-            for weight, bias in zip(weights[:-1], biases[:-1]):
-                inputs.append(ops.linear_forward(inputs[-1], weight.t(), bias, "sigmoid"))
-            _, loss, grad_logits = ops.linear_cross_entropy(
-                inputs[-1], weights[-1].t(), biases[-1], target, mean_scale(x)
-            )
+        inputs = [x]
+        for weight, bias in zip(weights[:-1], biases[:-1]):
+            inputs.append(ops.linear_forward(inputs[-1], weight.t(), bias, "sigmoid"))
+        _, loss, grad_logits = ops.linear_cross_entropy(
+            inputs[-1], weights[-1].t(), biases[-1], target, mean_scale(x)
+        )
         ctx.ops = ops
         ctx.save_for_backward(grad_logits, target, *inputs, *parameters)
         return loss
@@ -249,11 +243,6 @@ class MLPCrossEntropy(torch.autograd.Function):
         if torch.is_grad_enabled():
             twin_inputs = (inputs[0], target, *parameters)
             return _twin_gradients(_mlp_cross_entropy_twin, twin_inputs, needs, grad_loss)
-        if ctx.written_out:
-            grad, grad_weights, grad_biases = reference_mlp.backward(
-                grad_loss, grad_logits, inputs, parameters[:layers], needs
-            )
-            return (grad, None, *grad_weights, *grad_biases)
         grads = [None] * (2 * layers)
         grad, output, activation = grad_logits * grad_loss, None, "none"
         for index in range(layers - 1, -1, -1):
