@@ -149,11 +149,12 @@ def check_target(
         checks.check_labels("target", target.reshape(-1), target.numel(), classes, check_range=False)
     rows = target if len(rows_shape) == 1 else target.reshape(-1)
     # The range: on the CPU the reference's own ops check every index and raise
-    # the error that names the target (`reference.cross_entropy`), at no cost of
-    # its own; the Triton kernels, which the interpreter runs there, do not. On a
-    # GPU reading the values back would wait for it, and torch.compile cannot
-    # trace it: unchecked, an index out of range gives a NaN loss (the Triton
-    # kernels) or an indexing error (the reference), never a read out of bounds.
+    # the error that names the target (`reference.cross_entropy`, `reference_mlp`),
+    # at no cost of their own; the Triton kernels, which the interpreter runs
+    # there, do not. On a GPU reading the values back would wait for it, and
+    # torch.compile cannot trace it: unchecked, an index out of range gives a NaN
+    # loss (the Triton kernels) or an indexing error (the reference), never a read
+    # out of bounds.
     if device.type == "cpu" and not compiling and interpreter_enabled():
         checks.check_label_range("target", rows, classes)
     return rows if common else rows.long()

@@ -20,7 +20,7 @@ class ModuleStep:
     is the batch's mean cross-entropy, detached, as a 0-dim tensor.
 
     The labels' range is left to the loss, which on the CPU checks it inside the
-    ops it runs anyway (`tritonnet.reference.cross_entropy`), before any parameter
+    ops it runs anyway (`tritonnet.reference_mlp`'s gather), before any parameter
     changes; a pass of its own over the labels costs a few percent of a step there.
     """
 

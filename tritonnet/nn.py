@@ -143,8 +143,10 @@ class MLP(nn.Module):
         last dimension): the whole network, softmax and loss as one fused operation
         (`functional.mlp_cross_entropy`), so the layers' own forward hooks are not
         called here; `forward` calls them."""
-        weights = [layer.weight for layer in self.layers]
-        biases = [layer.bias for layer in self.layers]
+        weights, biases = [], []
+        for layer in self.layers:  # one pass: each attribute costs a Module.__getattr__
+            weights.append(layer.weight)
+            biases.append(layer.bias)
         return functional.mlp_cross_entropy(x, weights, biases, target)
 
     def extra_repr(self) -> str:

@@ -5,10 +5,9 @@ the CPU route of `tritonnet.functional.mlp_cross_entropy` (and so of
 Why not the `MLPCrossEntropy` Function there: its backward is Python, a dozen
 operations called one by one through their Python bindings, where autograd's own
 nodes run the same products in C++. At the exercise's sizes a CPU step takes
-about a millisecond, and Python between two GEMMs costs there about three times
-what it costs alone (the matrices have pushed the interpreter out of the caches,
-and the other core's BLAS thread waits through it); this route leaves the
-backward none.
+about a millisecond, and Python run between its GEMMs costs three to four times
+what it costs alone (measured in docs/drop-in.md); this route runs none in the
+backward.
 
 What it does that `nn.Sequential` + `F.cross_entropy` does not:
 - Each sigmoid is applied in place on its layer's product, which autograd allows
