@@ -115,6 +115,17 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="x must have 20 columns"):
         make_step(module)(x[:, :3], labels)
     before = module.state_dict()
+    # The loss refuses these first; the step's own check names them.
+    with pytest.raises(ValueError, match=r"x must be 2-D"):
+        make_step(module)(x.unsqueeze(0), labels.unsqueeze(0))
+    with pytest.raises(TypeError, match=r"labels must hold integer class indices"):
+        make_step(module)(x, labels.float())
+    with pytest.raises(ValueError, match=r"labels must have shape \(\d+,\)"):
+        make_step(module)(x, labels[:-1])
+    with pytest.raises(TypeError, match=r"x torch.float64, weight torch.float32"):
+        make_step(module)(x.double(), labels)
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor"):
+        make_step(module)(x.tolist(), labels)
     for bad in (5, -1, -100):  # -100: nll_loss's ignore_index, which it would skip
         wrong = labels.clone()
         wrong[1] = bad

@@ -123,11 +123,11 @@ class DataParallelModuleStep(ModuleStep):
     """`step(x, labels) -> loss`: one SGD step of `model`, a `ModuleModel`, under
     DistributedDataParallel, on the global batch; the loss is its mean, detached.
 
-    The labels' range is checked on the whole batch first: a bad label in one
-    rank's shard would stop that rank alone, leaving the others waiting for it.
+    The batch, the labels' range included, is checked whole first: a bad label in
+    one rank's shard would stop that rank alone, leaving the others waiting for it.
     """
 
-    check_range_first = True
+    check_first = True
 
     def __init__(self, model, ranks: Ranks) -> None:
         super().__init__(model)

@@ -74,21 +74,14 @@ class ModuleModel:
     def device(self) -> torch.device:
         return self.module.layers[0].weight.device
 
-    def check_batch(
-        self, x: object, labels: object, check_range: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def check_batch(self, x: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
         """`x` and `labels` checked as a batch for this network; the labels' range
-        only on the CPU, where reading them back does not wait for a GPU, and only
-        with `check_range` (a caller whose loss checks it passes False)."""
+        only on the CPU, where reading them back does not wait for a GPU."""
         weight = self.module.layers[0].weight
         x, labels = checks.check_batch(x, labels, weight, self.sizes[0], self.sizes[-1])
-        if check_range and x.device.type == "cpu":
-            self.check_label_range(labels)
+        if x.device.type == "cpu":
+            checks.check_label_range("labels", labels, self.sizes[-1])
         return x, labels
-
-    def check_label_range(self, labels: torch.Tensor) -> None:
-        """Raise the error that names `labels` if a label lies outside the classes."""
-        checks.check_label_range("labels", labels, self.sizes[-1])
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,26 +19,29 @@ class ModuleStep:
     """`step(x, labels) -> loss`: one SGD step of `model`, a `ModuleModel`; the loss
     is the batch's mean cross-entropy, detached, as a 0-dim tensor.
 
-    The labels' range is left to the loss, which on the CPU checks it inside the
-    ops it runs anyway (`tritonnet.reference_mlp`'s gather), before any parameter
-    changes; a pass of its own over the labels costs a few percent of a step there.
+    The batch is checked by the loss, which checks x, the labels and, on the CPU,
+    the labels' range inside the ops it runs anyway (`tritonnet.reference_mlp`'s
+    gather), before any parameter changes. Only when it refuses them does the step
+    check them itself, for the error that names `x` and `labels`: on a CPU the
+    same checks twice, and a pass over the labels, cost a few percent of a step.
     """
 
-    # Whether the batch's labels are range-checked before the step, not by the loss.
-    check_range_first = False
+    # Whether the batch is checked, the labels' range included, before the step.
+    check_first = False
 
     def __init__(self, model) -> None:
         self.model = model
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         model = self.model
-        x, labels = model.check_batch(x, labels, check_range=self.check_range_first)
+        # The loss takes x [..., in]; a step's batch is [rows, in].
+        if self.check_first or getattr(x, "ndim", None) != 2:
+            x, labels = model.check_batch(x, labels)
         model.optimizer.zero_grad()
         try:
             loss = self._backward(x, labels)
-        except ValueError:
-            if labels.device.type == "cpu":
-                model.check_label_range(labels)  # the error that names them
+        except (TypeError, ValueError):
+            model.check_batch(x, labels)  # the error that names them, if they are the cause
             raise
         if model.grad_scale != "batch":
             self._rescale_gradients(x.shape[0])
