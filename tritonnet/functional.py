@@ -3,9 +3,11 @@
 Weights have nn.Linear's layout, `[out_features, in_features]`, and every function
 is differentiable: the forward runs one fused operation, the backward calls
 `linear_backward` from the same backend. Eager calls run one
-`torch.autograd.Function` per operation (`tritonnet.functions`); under
-`torch.compile` the same operations are custom ops (`tritonnet.library_ops`),
-which Dynamo traces without a graph break.
+`torch.autograd.Function` per operation (`tritonnet.functions`), except on the
+CPU reference in fp32 and fp64, where PyTorch's own differentiable ops compose
+each operation (`tritonnet.reference_autograd`: no Python in the backward);
+under `torch.compile` the same operations are custom ops
+(`tritonnet.library_ops`), which Dynamo traces without a graph break.
 
 - Leading dimensions: inputs `[..., features]` are flattened to rows and the
   result is shaped back, as `torch.nn.functional.linear` does.
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from tritonnet import arguments, checks, functions, library_ops, reference, reference_mlp
+from tritonnet import arguments, checks, functions, library_ops, reference_autograd
 from tritonnet.backend import ops_for
 
 
@@ -40,6 +42,8 @@ def _linear(x: object, weight: object, bias: object, activation: str) -> torch.T
     rows = _rows(x)
     if torch.compiler.is_compiling():
         output = library_ops.linear(rows, weight, bias, activation)
+    elif reference_autograd.runs(rows):
+        output = reference_autograd.linear(rows, weight, bias, activation)
     elif functions.needs_grad(rows, weight, bias):
         output = functions.Linear.apply(rows, weight, bias, activation)
     else:  # the backends take the weight [in, out]: its transposed view
@@ -77,6 +81,8 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     rows = moved.reshape(-1, moved.shape[-1]).contiguous()
     if torch.compiler.is_compiling():
         probabilities = library_ops.softmax(rows)
+    elif reference_autograd.runs(rows):
+        probabilities = reference_autograd.softmax(rows)
     elif functions.needs_grad(rows):
         probabilities = functions.Softmax.apply(rows)
     else:
@@ -99,6 +105,8 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     rows = _rows(logits).contiguous()
     if compiling:
         return library_ops.cross_entropy(rows, target)[0]
+    if reference_autograd.runs(rows):
+        return reference_autograd.cross_entropy(rows, target)
     if functions.needs_grad(rows):
         return functions.CrossEntropy.apply(rows, target)
     return ops_for(rows, target).cross_entropy(rows, target, functions.mean_scale(rows))[1]
@@ -119,6 +127,8 @@ def linear_cross_entropy(
     rows = _rows(x)
     if compiling:
         return library_ops.linear_cross_entropy(rows, weight, bias, target)[0]
+    if reference_autograd.runs(rows):
+        return reference_autograd.linear_cross_entropy(rows, weight, bias, target)
     if functions.needs_grad(rows, weight, bias):
         return functions.LinearCrossEntropy.apply(rows, weight, bias, target)
     return ops_for(rows, weight, bias, target).linear_cross_entropy(
@@ -138,10 +148,8 @@ def mlp_cross_entropy(
     Layer i has `weights[i]` `[out_i, in_i]` (nn.Linear's layout, `in_0` the last
     dimension of x) and `biases[i]` (a tensor or None); `target` holds class
     indices shaped like x without its last dimension. Eagerly it is one autograd
-    node for the whole network (`tritonnet.functions.MLPCrossEntropy`), except on
-    the CPU reference in fp32 and fp64, where PyTorch's own ops compose it
-    (`tritonnet.reference_mlp`: no Python in its backward); under torch.compile,
-    the layers' own operations.
+    node for the whole network (`tritonnet.functions.MLPCrossEntropy`); under
+    torch.compile, the layers' own operations.
     """
     x, weights, biases = arguments.check_layers(x, weights, biases)
     compiling = torch.compiler.is_compiling()
@@ -151,7 +159,7 @@ def mlp_cross_entropy(
         for weight, bias in zip(weights[:-1], biases[:-1]):
             rows = library_ops.linear(rows, weight, bias, "sigmoid")
         return library_ops.linear_cross_entropy(rows, weights[-1], biases[-1], target)[0]
-    if rows.dtype in reference_mlp.DTYPES and ops_for(rows, target) is reference:
-        return reference_mlp.mlp_cross_entropy(rows, target, weights, biases)
+    if reference_autograd.runs(rows):
+        return reference_autograd.mlp_cross_entropy(rows, target, weights, biases)
     return functions.MLPCrossEntropy.apply(rows, target, *weights, *biases)
 

@@ -1,11 +1,12 @@
 """One `torch.autograd.Function` per fused operation: the eager route of `tritonnet.functional`.
 
-Outside `torch.compile`, `tritonnet.functional` calls these Functions; while
-Dynamo traces, it calls the custom ops of `tritonnet.library_ops` instead, which
-compute the same things through the dispatcher. A custom op's call crosses the
-dispatcher twice (the autograd key, then the backend key) with Python glue on
-each side, which on the CPU costs more than a small layer's work; a Function is
-called directly.
+Outside `torch.compile`, `tritonnet.functional` calls these Functions (but on
+the CPU reference in fp32 and fp64, where it composes PyTorch's own ops:
+`tritonnet.reference_autograd`); while Dynamo traces, it calls the custom ops of
+`tritonnet.library_ops` instead, which compute the same things through the
+dispatcher. A custom op's call crosses the dispatcher twice (the autograd key,
+then the backend key) with Python glue on each side, which on the CPU costs more
+than a small layer's work; a Function is called directly.
 
 What each Function keeps off the hot path:
 - It asks `tritonnet.backend.ops_for` once, in its forward, and its backward runs
@@ -216,7 +217,7 @@ class MLPCrossEntropy(torch.autograd.Function):
     saves every layer's input; the backward runs `linear_backward` from the last
     layer to the first, with no autograd node between the layers. (On the CPU
     reference, `functional.mlp_cross_entropy` composes PyTorch's own ops instead:
-    `tritonnet.reference_mlp`.)
+    `tritonnet.reference_autograd`.)
     """
 
     @staticmethod

@@ -1,0 +1,93 @@
+"""`tritonnet.functional` on the CPU reference, in fp32 and fp64: each operation
+composed of PyTorch's own differentiable ops, so that autograd runs its backward
+in C++ with no Python at all.
+
+Why not the Functions of `tritonnet.functions` there: their backward is Python,
+operations called one by one through their Python bindings, where autograd's own
+nodes run the same products in C++; and the reference is plain PyTorch anyway.
+At the exercise's sizes a CPU step takes about a millisecond, and Python run
+between its GEMMs costs three to four times what it costs alone (measured in
+docs/drop-in.md). Elsewhere (the Triton kernels, half precision, autocast, whose
+checks cast to a half dtype first) the Functions run.
+
+What these do that `nn.Linear`, `nn.Sigmoid` and `F.cross_entropy` do not:
+- Each sigmoid is applied in place on its layer's product, which autograd allows
+  (the product's backward does not read its output).
+- In `mlp_cross_entropy`, a hidden output that feeds another hidden layer is
+  computed feature-major, as `W @ x.T + b` read through its transpose (the same
+  values): BLAS on the CPU splits the first layer's product over the cores better
+  in this order. The last hidden output, which the output layer reads, stays
+  row-major.
+- The losses pick each row's log-probability with `gather`, which refuses every
+  index outside the classes, and that error names the target. `F.cross_entropy`
+  would skip a target equal to its `ignore_index` (-100 unless told otherwise)
+  and train on a smaller mean.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tritonnet import checks
+from tritonnet.backend import resolve_backend
+
+DTYPES = (torch.float32, torch.float64)
+
+
+def runs(rows: torch.Tensor) -> bool:
+    """Whether this route computes an operation on `rows` (whose device and dtype
+    the other arguments share, as the caller checked): CPU tensors of fp32 or fp64
+    that the selected backend gives to the reference."""
+    device = rows.device
+    return device.type == "cpu" and rows.dtype in DTYPES and resolve_backend(device) == "reference"
+
+
+def linear(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str) -> torch.Tensor:
+    """`activation(rows @ weight.T + bias)` for rows `[M, in]`, weight `[out, in]`."""
+    output = F.linear(rows, weight, bias)
+    return output.sigmoid_() if activation == "sigmoid" else output
+
+
+def softmax(rows: torch.Tensor) -> torch.Tensor:
+    """Row-wise softmax of `[M, N]` rows, stable (torch subtracts the row max)."""
+    return torch.softmax(rows, dim=1)
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits `[M, C]` against int64 class indices `[M]`; a
+    target outside `[0, C)` raises the ValueError that names it."""
+    log_probabilities = torch.log_softmax(logits, dim=1)
+    try:
+        picked = log_probabilities.gather(1, target.unsqueeze(1))
+    except RuntimeError:
+        checks.check_label_range("target", target, logits.shape[1])  # the error that names it
+        raise
+    return picked.mean().neg()
+
+
+def linear_cross_entropy(
+    rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor
+) -> torch.Tensor:
+    """`cross_entropy` of the logits `rows @ weight.T + bias`."""
+    return cross_entropy(F.linear(rows, weight, bias), target)
+
+
+def mlp_cross_entropy(
+    x: torch.Tensor, target: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor | None]
+) -> torch.Tensor:
+    """The exercise's network and its mean loss: x `[M, in_0]`, int64 class indices
+    `target` `[M]`, `weights[i]` `[out_i, in_i]` (nn.Linear's layout) and
+    `biases[i]` `[out_i]` or None; the sigmoid after every layer but the last."""
+    last = len(weights) - 1
+    hidden = x
+    for index in range(last):
+        weight, bias = weights[index], biases[index]
+        if index < last - 1:  # feeds another hidden layer: feature-major
+            product = (
+                torch.mm(weight, hidden.t()) if bias is None else torch.addmm(bias.unsqueeze(1), weight, hidden.t())
+            )
+            hidden = product.sigmoid_().t()
+        else:
+            hidden = linear(hidden, weight, bias, "sigmoid")
+    return linear_cross_entropy(hidden, weights[last], biases[last], target)
