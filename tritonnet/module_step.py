@@ -21,9 +21,10 @@ class ModuleStep:
 
     The batch is checked by the loss, which checks x, the labels and, on the CPU,
     the labels' range inside the ops it runs anyway (the gather of
-    `tritonnet.reference_autograd`), before any parameter changes. Only when it refuses them does the step
-    check them itself, for the error that names `x` and `labels`: on a CPU the
-    same checks twice, and a pass over the labels, cost a few percent of a step.
+    `tritonnet.reference_autograd`), before any parameter changes. Only when it
+    refuses them does the step check them itself, for the error that names `x`
+    and `labels`: on a CPU the same checks twice, and a pass over the labels,
+    cost a few percent of a step.
     """
 
     # Whether the batch is checked, the labels' range included, before the step.
