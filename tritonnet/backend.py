@@ -74,9 +74,8 @@ def use_backend(backend: str) -> Iterator[None]:
 def _triton_can_run_on(device: torch.device) -> bool:
     if not triton_available():
         return False
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and interpreter_enabled()
+    kind = device.type  # built anew at each access
+    return kind == "cuda" or (kind == "cpu" and interpreter_enabled())
 
 
 def resolve_backend(device: torch.device, backend: str | None = None) -> str:
@@ -106,7 +105,10 @@ def _module(name: str) -> ModuleType:
 
 def _kernels_load(tensors: list[torch.Tensor]) -> bool:
     """Whether the kernels handle every floating tensor's dtype (integer labels pass)."""
-    return all(t.dtype in KERNEL_DTYPES for t in tensors if t.is_floating_point())
+    for tensor in tensors:
+        if tensor.dtype not in KERNEL_DTYPES and tensor.is_floating_point():
+            return False
+    return True
 
 
 def ops_for(*tensors: torch.Tensor | None) -> ModuleType:
@@ -126,7 +128,10 @@ def ops_for(*tensors: torch.Tensor | None) -> ModuleType:
             raise ValueError(
                 f"all tensors must be on one device, got {device} and {tensor.device}"
             )
-    backend = resolve_backend(device)
+    if _selected == "auto" and present[0].is_cuda and triton_available():
+        backend = "triton"  # resolve_backend's answer for CUDA under "auto", asked at every call
+    else:
+        backend = resolve_backend(device)
     if backend == "triton" and _selected == "auto" and not _kernels_load(present):
         backend = "reference"
     return _module(backend)
