@@ -57,7 +57,9 @@ def fake_rocm(monkeypatch):
 def test_auto_runs_the_kernels_on_a_rocm_build(fake_rocm):
     fake_rocm("gfx942")
     # What ops_for reads of a tensor: a real one cannot be on a GPU here.
-    on_the_gpu = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, is_floating_point=lambda: True)
+    on_the_gpu = types.SimpleNamespace(
+        device=torch.device("cuda"), is_cuda=True, dtype=torch.float32, is_floating_point=lambda: True
+    )
     with use_backend("auto"):
         assert ops_for(on_the_gpu).__name__ == "tritonnet.triton_backend"
 
