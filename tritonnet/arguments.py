@@ -160,10 +160,10 @@ def check_target(
     # The range: on the CPU the reference's own ops check every index and raise
     # the error that names the target (`reference_autograd`'s gather,
     # `reference.cross_entropy`'s nll_loss and scatter_), at no cost of their own;
-    # the Triton kernels, which the interpreter runs there, do not. On a GPU reading the values back would wait for it, and
-    # torch.compile cannot trace it: unchecked, an index out of range gives a NaN
-    # loss (the Triton kernels) or an indexing error (the reference), never a read
-    # out of bounds.
+    # the Triton kernels, which the interpreter runs there, do not. On a GPU,
+    # reading the values back would wait for it, and torch.compile cannot trace
+    # it: unchecked, an index out of range gives a NaN loss (the Triton kernels)
+    # or an indexing error (the reference), never a read out of bounds.
     if rows.is_cpu and not compiling and interpreter_enabled():
         checks.check_label_range("target", rows, classes)
     return rows if common else rows.long()

@@ -96,7 +96,7 @@ def _mlp_cross_entropy_twin(x, target, *parameters):
     return _cross_entropy_twin(F.linear(x, parameters[layers - 1], parameters[-1]), target)
 
 
-def linear_gradients(ops, grad_output, x, weight, output, activation, needs, out_grad_input=None):
+def linear_gradients(ops, grad_output, x, weight, output, activation, needs):
     """`(grad_input, grad_weight, grad_bias)` from the backend's `linear_backward`,
     each None where `needs` (autograd's `needs_input_grad`) says it is not wanted.
 
@@ -115,7 +115,6 @@ def linear_gradients(ops, grad_output, x, weight, output, activation, needs, out
         1.0,
         need_grad_input=need_input,
         need_grad_bias=need_bias,
-        out_grad_input=out_grad_input,
     )
     return grad_input, grad_weight.t() if need_weight else None, grad_bias
 

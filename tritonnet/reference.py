@@ -114,16 +114,10 @@ def linear_backward(
         )
 
     dz = _pre_activation_gradient(grad_output, output, activation)
-    if out_grad_weight is None and scale == 1.0:
-        # One op, in the layout `empty_like(weight)` would give: a weight that is the
-        # transpose of a row-major `[out, in]` matrix (nn.Linear's, passed as its
-        # `.t()`) gets `(dz.T @ x).T`, whose own transpose autograd can take as it is.
-        out_grad_weight = torch.mm(x.t(), dz) if weight.is_contiguous() else torch.mm(dz.t(), x).t()
-    else:
-        if out_grad_weight is None:
-            out_grad_weight = torch.empty_like(weight)
-        # beta=0 makes addmm ignore the old contents of the buffer, NaN included.
-        torch.addmm(out_grad_weight, x.t(), dz, beta=0.0, alpha=scale, out=out_grad_weight)
+    if out_grad_weight is None:
+        out_grad_weight = torch.empty_like(weight)
+    # beta=0 makes addmm ignore the old contents of the buffer, NaN included.
+    torch.addmm(out_grad_weight, x.t(), dz, beta=0.0, alpha=scale, out=out_grad_weight)
 
     grad_bias = None
     if need_grad_bias:
