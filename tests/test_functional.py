@@ -420,13 +420,14 @@ def test_mlp_skips_only_the_images_gradient(backend, backward_calls):
 
 def test_targets_out_of_range_are_named_by_the_reference_ops(monkeypatch):
     # Without the interpreter, the entry points leave the targets' range on the CPU
-    # to the reference's own ops (reference_autograd's gather): the error still
-    # names the target, -100 (nll_loss's ignore_index) included.
+    # to the reference's own ops (reference_autograd's nll_loss): the error still
+    # names the target, -100 (nll_loss's default ignore_index) and the int64
+    # minimum (the ignore_index reference_autograd gives it) included.
     monkeypatch.setattr("tritonnet.arguments.interpreter_enabled", lambda: False)
     x, weights, biases, target = mlp_inputs((4,))
     logits = torch.randn(4, 4, device=DEVICE, requires_grad=True)
     with use_backend("reference"):
-        for bad in (4, -1, -100):
+        for bad in (4, -1, -100, torch.iinfo(torch.int64).min):
             wrong = target.clone()
             wrong[0] = bad
             for call in (

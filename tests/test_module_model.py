@@ -126,7 +126,8 @@ def test_bad_arguments_are_named():
         make_step(module)(x.double(), labels)
     with pytest.raises(TypeError, match=r"x must be a torch.Tensor"):
         make_step(module)(x.tolist(), labels)
-    for bad in (5, -1, -100):  # -100: nll_loss's ignore_index, which it would skip
+    # -100: nll_loss's default ignore_index; the int64 minimum: the one the CPU loss gives it
+    for bad in (5, -1, -100, torch.iinfo(torch.int64).min):
         wrong = labels.clone()
         wrong[1] = bad
         with pytest.raises(ValueError, match=rf"labels must lie in \[0, 5\), got values from .*{bad}"):

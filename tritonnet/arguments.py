@@ -158,7 +158,7 @@ def check_target(
         checks.check_labels("target", target.reshape(-1), target.numel(), classes, check_range=False)
     rows = target if len(rows_shape) == 1 else target.reshape(-1)
     # The range: on the CPU the reference's own ops check every index and raise
-    # the error that names the target (`reference_autograd`'s gather,
+    # the error that names the target (`reference_autograd`'s and
     # `reference.cross_entropy`'s nll_loss and scatter_), at no cost of their own;
     # the Triton kernels, which the interpreter runs there, do not. On a GPU,
     # reading the values back would wait for it, and torch.compile cannot trace

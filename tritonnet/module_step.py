@@ -20,7 +20,7 @@ class ModuleStep:
     is the batch's mean cross-entropy, detached, as a 0-dim tensor.
 
     The batch is checked by the loss, which checks x, the labels and, on the CPU,
-    the labels' range inside the ops it runs anyway (the gather of
+    the labels' range inside the ops it runs anyway (the `nll_loss` of
     `tritonnet.reference_autograd`), before any parameter changes. Only when it
     refuses them does the step check them itself, for the error that names `x`
     and `labels`: on a CPU the same checks twice, and a pass over the labels,

@@ -18,10 +18,9 @@ What these do that `nn.Linear`, `nn.Sigmoid` and `F.cross_entropy` do not:
   values): BLAS on the CPU splits the first layer's product over the cores better
   in this order. The last hidden output, which the output layer reads, stays
   row-major.
-- The losses pick each row's log-probability with `gather`, which refuses every
-  index outside the classes, and that error names the target. `F.cross_entropy`
-  would skip a target equal to its `ignore_index` (-100 unless told otherwise)
-  and train on a smaller mean.
+- The losses refuse every index outside the classes, and that error names the
+  target. `F.cross_entropy` would skip a target equal to its `ignore_index` (-100
+  unless told otherwise) and train on a smaller mean.
 """
 
 from __future__ import annotations
@@ -33,6 +32,12 @@ from tritonnet import checks
 from tritonnet.backend import resolve_backend
 
 DTYPES = (torch.float32, torch.float64)
+
+# `nll_loss_forward`, the op under `F.nll_loss`, returns the total weight with the
+# loss; `F.nll_loss` would call it through three Python layers.
+_NLL_LOSS = torch.ops.aten.nll_loss_forward.default
+_MEAN = 1  # torch's reduction enum: none 0, mean 1, sum 2
+_NO_INDEX = torch.iinfo(torch.int64).min  # ignore_index: no class index is this
 
 
 def runs(rows: torch.Tensor) -> bool:
@@ -56,14 +61,23 @@ def softmax(rows: torch.Tensor) -> torch.Tensor:
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of logits `[M, C]` against int64 class indices `[M]`; a
-    target outside `[0, C)` raises the ValueError that names it."""
+    target outside `[0, C)` raises the ValueError that names it.
+
+    Two autograd nodes, as `F.cross_entropy`'s own: `log_softmax`, then
+    `nll_loss_forward` with no index ignored. Its `ignore_index` is set to the one
+    int64 no class can have and no other check lets through, and the total weight
+    it returns (the count of targets it did not ignore) tells whether a target held
+    that value: then the range check names it.
+    """
     log_probabilities = torch.log_softmax(logits, dim=1)
     try:
-        picked = log_probabilities.gather(1, target.unsqueeze(1))
-    except RuntimeError:
+        loss, counted = _NLL_LOSS(log_probabilities, target, None, _MEAN, _NO_INDEX)
+    except (IndexError, RuntimeError):
         checks.check_label_range("target", target, logits.shape[1])  # the error that names it
         raise
-    return picked.mean().neg()
+    if counted.item() != target.shape[0]:
+        checks.check_label_range("target", target, logits.shape[1])
+    return loss
 
 
 def linear_cross_entropy(
