@@ -40,6 +40,18 @@ def test_auto_on_cpu_follows_the_interpreter(monkeypatch):
     assert backend.resolve_backend(cpu, "auto") == expected
 
 
+@pytest.mark.parametrize("interpret", ["0", "1"])
+@pytest.mark.parametrize("name", backend.BACKENDS)
+def test_the_cpu_shortcut_answers_as_resolve_backend(monkeypatch, interpret, name):
+    monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    with tritonnet.use_backend(name):
+        try:
+            expected = backend.resolve_backend(torch.device("cpu")) == "reference"
+        except RuntimeError:  # "triton" where it cannot run: the ops raise it, not this test
+            expected = False
+        assert backend.cpu_runs_reference() == expected
+
+
 def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="cannot run on device cpu.*TRITON_INTERPRET=1"):

@@ -96,6 +96,17 @@ def resolve_backend(device: torch.device, backend: str | None = None) -> str:
     return "triton"
 
 
+def cpu_runs_reference() -> bool:
+    """Whether the selected backend gives CPU tensors to the reference: what
+    `resolve_backend(torch.device("cpu")) == "reference"` answers, without building
+    a device and its type string, which cost more than the rest of this test on a
+    CPU step's every operation. "triton" without the interpreter answers False
+    here; `resolve_backend` is where that raises its error."""
+    if _selected == "reference":
+        return True
+    return _selected == "auto" and not (interpreter_enabled() and triton_available())
+
+
 @functools.lru_cache(maxsize=None)
 def _module(name: str) -> ModuleType:
     if name == "triton":

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from tritonnet import checks
-from tritonnet.backend import resolve_backend
+from tritonnet.backend import cpu_runs_reference
 
 DTYPES = (torch.float32, torch.float64)
 
@@ -45,7 +45,7 @@ def runs(rows: torch.Tensor) -> bool:
     the other arguments share, as the caller checked): CPU tensors of fp32 or fp64
     that the selected backend gives to the reference."""
     # `is_cpu` first: the one test a GPU call pays.
-    return rows.is_cpu and rows.dtype in DTYPES and resolve_backend(rows.device) == "reference"
+    return rows.is_cpu and rows.dtype in DTYPES and cpu_runs_reference()
 
 
 def linear(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str) -> torch.Tensor:
