@@ -126,6 +126,28 @@ def test_mlp_matches_float64_twin(backend, loss_path):
         torch.testing.assert_close(grad, expected_grad.float(), **FP32_TOLERANCE)
 
 
+def test_mlp_loss_reads_parametrized_weights_and_biases(backend):
+    # MLP.loss reads the layers' parameter dicts; a parametrized tensor is not in
+    # them, and must still be the one its layer's forward uses.
+    class Doubled(nn.Module):
+        def forward(self, value):
+            return 2 * value
+
+    model = tnn.MLP(SIZES, device=DEVICE)
+    torch.nn.utils.parametrize.register_parametrization(model.layers[1], "weight", Doubled())
+    torch.nn.utils.parametrize.register_parametrization(model.layers[2], "bias", Doubled())
+    twin = torch_twin(model.sizes).to(device=DEVICE, dtype=torch.float64)
+    linears = [module for module in twin if isinstance(module, nn.Linear)]
+    with torch.no_grad():  # the parametrized values, as plain parameters
+        for layer, linear in zip(model.layers, linears):
+            linear.weight.copy_(layer.weight)
+            linear.bias.copy_(layer.bias)
+    x = torch.randn(5, SIZES[0], device=DEVICE)
+    target = torch.randint(0, SIZES[-1], (5,), device=DEVICE)
+    expected = F.cross_entropy(twin(x.double()), target)
+    torch.testing.assert_close(model.loss(x, target), expected.float(), **FP32_TOLERANCE)
+
+
 def test_cross_entropy_loss_with_a_very_negative_target_logit(backend):
     logits = torch.randn(6, 4, device=DEVICE)
     target = torch.randint(0, 4, (6,), device=DEVICE)

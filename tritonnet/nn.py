@@ -144,9 +144,14 @@ class MLP(nn.Module):
         (`functional.mlp_cross_entropy`), so the layers' own forward hooks are not
         called here; `forward` calls them."""
         weights, biases = [], []
-        for layer in self.layers:  # one pass: each attribute costs a Module.__getattr__
-            weights.append(layer.weight)
-            biases.append(layer.bias)
+        # Read from the modules' dicts: each `layer.weight` is a Module.__getattr__,
+        # together ten times this loop. A parametrized weight or bias
+        # (torch.nn.utils.parametrize) is not in `_parameters`: its property computes it.
+        for layer in self._modules["layers"]._modules.values():
+            parameters = layer._parameters
+            weight = parameters.get("weight")
+            weights.append(layer.weight if weight is None else weight)
+            biases.append(parameters["bias"] if "bias" in parameters else layer.bias)
         return functional.mlp_cross_entropy(x, weights, biases, target)
 
     def extra_repr(self) -> str:
