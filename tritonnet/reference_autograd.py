@@ -64,10 +64,10 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     target outside `[0, C)` raises the ValueError that names it.
 
     Two autograd nodes, as `F.cross_entropy`'s own: `log_softmax`, then
-    `nll_loss_forward` with no index ignored. Its `ignore_index` is set to the one
-    int64 no class can have and no other check lets through, and the total weight
-    it returns (the count of targets it did not ignore) tells whether a target held
-    that value: then the range check names it.
+    `nll_loss_forward`, whose index check refuses every target outside the classes
+    but its `ignore_index`. That has to be some int64: it is the int64 minimum, and
+    the total weight the op returns (how many targets it did not skip) tells
+    whether a target held that value, which the range check then names.
     """
     log_probabilities = torch.log_softmax(logits, dim=1)
     try:
