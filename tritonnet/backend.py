@@ -71,11 +71,15 @@ def use_backend(backend: str) -> Iterator[None]:
         _selected = previous
 
 
+def _triton_runs_on_cpu() -> bool:
+    return interpreter_enabled() and triton_available()
+
+
 def _triton_can_run_on(device: torch.device) -> bool:
-    if not triton_available():
-        return False
     kind = device.type  # built anew at each access
-    return kind == "cuda" or (kind == "cpu" and interpreter_enabled())
+    if kind == "cpu":
+        return _triton_runs_on_cpu()
+    return kind == "cuda" and triton_available()
 
 
 def resolve_backend(device: torch.device, backend: str | None = None) -> str:
@@ -104,7 +108,7 @@ def cpu_runs_reference() -> bool:
     here; `resolve_backend` is where that raises its error."""
     if _selected == "reference":
         return True
-    return _selected == "auto" and not (interpreter_enabled() and triton_available())
+    return _selected == "auto" and not _triton_runs_on_cpu()
 
 
 @functools.lru_cache(maxsize=None)
