@@ -129,7 +129,7 @@ def _double_backward_cases():
             lambda: (*linear_inputs(), torch.randn(3, 2, dtype=torch.float64, requires_grad=True),
                      torch.randn(3, dtype=torch.float64, requires_grad=True)),
         ),
-        # Three layers: the first hidden output feature-major, a layer without bias.
+        # Three layers, one without bias.
         "mlp_cross_entropy_three_layers": (
             lambda x, w0, b0, w1, w2, b2: functional.mlp_cross_entropy(x, [w0, w1, w2], [b0, None, b2], target),
             lambda: (*linear_inputs(), *(torch.randn(*shape, dtype=torch.float64, requires_grad=True)
@@ -270,8 +270,8 @@ def test_mlp_cross_entropy_matches_torch(backend, x_shape, use_bias):
 
 
 def test_mlp_cross_entropy_matches_the_chain_of_layers(backend):
-    # The one-node route (feature-major activations on the CPU) against the layers
-    # one by one, as torch.compile runs them: the same values up to fp32 rounding.
+    # The network as one operation against the layers one by one, as
+    # torch.compile runs them: the same values up to fp32 rounding.
     x, weights, biases, target = mlp_inputs((6,))
     parameters = (*weights, *biases)
     fused = functional.mlp_cross_entropy(x, weights, biases, target)
