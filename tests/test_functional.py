@@ -315,14 +315,69 @@ def _bad_mlp_calls():
             lambda: call(x, [weights[0], weights[1].double(), weights[2]], [biases[0], None, biases[2]], target),
         ),
         ("target must lie in [0, 4)", ValueError, lambda: call(x, weights, biases, target + 4)),
+        # What the reference's own ops would take without a word: biases that
+        # broadcast over the rows or the features, and lists of unequal lengths.
+        (
+            "bias must have shape (6,) (weight's out_features), got (1,)",
+            ValueError,
+            lambda: call(x, weights, [biases[0][:1], biases[1], biases[2]], target),
+        ),
+        (
+            "bias must have shape (6,) (weight's out_features), got (4, 1)",
+            ValueError,
+            lambda: call(x, weights, [torch.zeros(4, 1, device=DEVICE), biases[1], biases[2]], target),
+        ),
+        ("biases must have one entry per weight (2), got 3", ValueError, lambda: call(x, weights[:2], biases, target)),
+        ("target must have shape (4,)", ValueError, lambda: call(x, weights, biases, target[:3])),
+        ("target must be on the logits' device", ValueError, lambda: call(x, weights, biases, target.to("meta"))),
     ]
     return [pytest.param(message, error, fn, id=message) for message, error, fn in cases]
 
 
 @pytest.mark.parametrize("message, error, call", _bad_mlp_calls())
-def test_bad_mlp_arguments_are_named(message, error, call):
+def test_bad_mlp_arguments_are_named(backend, message, error, call):
+    # On the reference, `reference_autograd.takes_network` lets good arguments
+    # past the checks, to the ops' own; what they refuse is named all the same.
     with pytest.raises(error, match=re.escape(message)):
         call()
+
+
+def test_mlp_cross_entropy_on_the_reference_leaves_the_checks_to_its_ops(monkeypatch, reference):
+    # The hot path: arguments the reference's ops check themselves skip
+    # `tritonnet.arguments`, and the result is that of the checked route.
+    x, weights, biases, target = mlp_inputs((6,))
+    checks = []
+    real_check = functional.arguments.check_layers
+
+    def counted_check(*arguments):
+        checks.append(arguments)
+        return real_check(*arguments)
+
+    monkeypatch.setattr(functional.arguments, "check_layers", counted_check)
+    loss = functional.mlp_cross_entropy(x, weights, biases, target)
+    assert checks == [], "good arguments took the checks"
+    # int32 targets are not the ops' (nll_loss refuses them): the checks convert them.
+    converted = functional.mlp_cross_entropy(x, weights, biases, target.int())
+    assert len(checks) == 1
+    hidden = x
+    for weight, bias in zip(weights[:-1], biases[:-1]):
+        hidden = torch.sigmoid(F.linear(hidden, weight, bias))
+    expected = F.cross_entropy(F.linear(hidden, weights[-1], biases[-1]), target)
+    torch.testing.assert_close(loss, expected, **FP32_TOLERANCE)
+    assert torch.equal(converted, loss)
+
+
+def test_mlp_cross_entropy_under_cpu_autocast_matches_its_layers(reference):
+    # Under autocast the checks cast the network to bf16, as each layer's do.
+    x, weights, biases, target = mlp_inputs((6,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = functional.mlp_cross_entropy(x, weights, biases, target)
+        hidden = x
+        for weight, bias in zip(weights[:-1], biases[:-1]):
+            hidden = functional.linear_sigmoid(hidden, weight, bias)
+        expected = functional.linear_cross_entropy(hidden, weights[-1], biases[-1], target)
+    assert loss.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
 
 
 # --- the custom ops under torch.library's own checks ----------------------------------

@@ -148,11 +148,18 @@ def mlp_cross_entropy(
     Layer i has `weights[i]` `[out_i, in_i]` (nn.Linear's layout, `in_0` the last
     dimension of x) and `biases[i]` (a tensor or None); `target` holds class
     indices shaped like x without its last dimension. Eagerly it is one autograd
-    node for the whole network (`tritonnet.functions.MLPCrossEntropy`); under
-    torch.compile, the layers' own operations.
+    node for the whole network (`tritonnet.functions.MLPCrossEntropy`), or on the
+    CPU reference PyTorch's own ops, which check most arguments themselves
+    (`reference_autograd.takes_network`); under torch.compile, the layers' own
+    operations.
     """
-    x, weights, biases = arguments.check_layers(x, weights, biases)
     compiling = torch.compiler.is_compiling()
+    if not compiling and reference_autograd.takes_network(x, weights, biases, target):
+        try:
+            return reference_autograd.mlp_cross_entropy(x, target, weights, biases)
+        except (TypeError, ValueError, RuntimeError, IndexError):
+            pass  # the checks below name the argument at fault
+    x, weights, biases = arguments.check_layers(x, weights, biases)
     target = arguments.check_target(target, x.shape[:-1], weights[-1].shape[0], x.device, compiling)
     rows = _rows(x)
     if compiling:

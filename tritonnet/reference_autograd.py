@@ -49,6 +49,37 @@ def runs(rows: torch.Tensor) -> bool:
     return rows.is_cpu and rows.dtype in DTYPES and cpu_runs_reference()
 
 
+def takes_network(x: object, weights: object, biases: object, target: object) -> bool:
+    """Whether `mlp_cross_entropy` can take these arguments as they came, unchecked
+    by `tritonnet.arguments`: x a 2-D CPU tensor this route computes (`runs`),
+    int64 targets, no autocast, and each bias `[out]` or None.
+
+    The rest its own ops check, in C++, at no cost of their own: `addmm` refuses
+    matrices whose sizes do not chain and tensors whose dtypes or devices differ,
+    `log_softmax` logits that are not 2-D, `nll_loss` targets that are not one per
+    row or fall outside the classes. What they would take without a word is
+    tested here: a bias that broadcasts (`[1]`, or `[rows, 1]`), lists of
+    different lengths (`zip` would cut one short), an input under autocast (the
+    checks cast it). An argument the ops refuse falls to the checks that name it.
+    On a CPU, where a step of the exercise's network takes about a millisecond,
+    the full checks cost several percent of it.
+    """
+    if not (isinstance(x, torch.Tensor) and x.dim() == 2 and runs(x)):
+        return False
+    if torch.is_autocast_enabled("cpu") or not (isinstance(target, torch.Tensor) and target.dtype == torch.int64):
+        return False
+    if not (isinstance(weights, (list, tuple)) and isinstance(biases, (list, tuple))):
+        return False
+    if len(weights) != len(biases) or not weights:
+        return False
+    for weight, bias in zip(weights, biases):
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            return False
+        if bias is not None and not (isinstance(bias, torch.Tensor) and bias.shape == (weight.shape[0],)):
+            return False
+    return True
+
+
 def linear(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str) -> torch.Tensor:
     """`activation(rows @ weight.T + bias)` for rows `[M, in]`, weight `[out, in]`."""
     output = F.linear(rows, weight, bias)
