@@ -342,29 +342,34 @@ def test_bad_mlp_arguments_are_named(backend, message, error, call):
         call()
 
 
-def test_mlp_cross_entropy_on_the_reference_leaves_the_checks_to_its_ops(monkeypatch, reference):
+def test_the_reference_leaves_good_arguments_to_its_ops(monkeypatch, reference):
     # The hot path: arguments the reference's ops check themselves skip
-    # `tritonnet.arguments`, and the result is that of the checked route.
+    # `tritonnet.arguments`, and the results are torch's.
     x, weights, biases, target = mlp_inputs((6,))
-    checks = []
-    real_check = functional.arguments.check_layers
-
-    def counted_check(*arguments):
-        checks.append(arguments)
-        return real_check(*arguments)
-
-    monkeypatch.setattr(functional.arguments, "check_layers", counted_check)
-    loss = functional.mlp_cross_entropy(x, weights, biases, target)
-    assert checks == [], "good arguments took the checks"
+    checked = []
+    for name in ("check_linear", "check_layers", "check_target"):
+        real_check = getattr(functional.arguments, name)
+        monkeypatch.setattr(
+            functional.arguments, name, lambda *args, name=name, check=real_check: checked.append(name) or check(*args)
+        )
+    hidden = functional.linear_sigmoid(x, weights[0], biases[0])
+    logits = functional.linear(hidden, weights[1], biases[1])
+    losses = (
+        functional.cross_entropy(logits, target),
+        functional.linear_cross_entropy(hidden, weights[1], biases[1], target),
+        functional.mlp_cross_entropy(x, weights[:2], biases[:2], target),
+    )
+    assert checked == [], "good arguments took the checks"
+    expected_hidden = torch.sigmoid(F.linear(x, weights[0], biases[0]))
+    expected_logits = F.linear(expected_hidden, weights[1], biases[1])
+    torch.testing.assert_close(hidden, expected_hidden, **FP32_TOLERANCE)
+    torch.testing.assert_close(logits, expected_logits, **FP32_TOLERANCE)
+    for loss in losses:
+        torch.testing.assert_close(loss, F.cross_entropy(expected_logits, target), **FP32_TOLERANCE)
     # int32 targets are not the ops' (nll_loss refuses them): the checks convert them.
-    converted = functional.mlp_cross_entropy(x, weights, biases, target.int())
-    assert len(checks) == 1
-    hidden = x
-    for weight, bias in zip(weights[:-1], biases[:-1]):
-        hidden = torch.sigmoid(F.linear(hidden, weight, bias))
-    expected = F.cross_entropy(F.linear(hidden, weights[-1], biases[-1]), target)
-    torch.testing.assert_close(loss, expected, **FP32_TOLERANCE)
-    assert torch.equal(converted, loss)
+    assert torch.equal(functional.mlp_cross_entropy(x, weights[:2], biases[:2], target.int()), losses[2])
+    assert torch.equal(functional.cross_entropy(logits, target.int()), losses[0])
+    assert "check_target" in checked
 
 
 def test_mlp_cross_entropy_under_cpu_autocast_matches_its_layers(reference):
@@ -598,12 +603,27 @@ def _bad_calls():
             ValueError,
             lambda: functional.linear_cross_entropy(x, weight, bias, target - 1),
         ),
+        # What the reference's own ops would take without a word: biases that
+        # broadcast over the features or the rows.
+        ("bias must have shape (3,) (weight's out_features), got (1,)", ValueError,
+         lambda: functional.linear(x, weight, bias[:1])),
+        ("bias must have shape (3,) (weight's out_features), got (4, 1)", ValueError,
+         lambda: functional.linear(x, weight, torch.zeros(4, 1))),
+        (
+            "bias must have shape (3,) (weight's out_features), got (1,)",
+            ValueError,
+            lambda: functional.linear_cross_entropy(x, weight, bias[:1], target),
+        ),
+        ("target must have shape (4,)", ValueError, lambda: functional.cross_entropy(x, target[:, None])),
+        ("target must be on the logits' device", ValueError, lambda: functional.cross_entropy(x, target.to("meta"))),
     ]
     return [pytest.param(message, error, call, id=message) for message, error, call in cases]
 
 
 @pytest.mark.parametrize("message, error, call", _bad_calls())
-def test_bad_arguments_are_named(message, error, call):
+def test_bad_arguments_are_named(backend, message, error, call):
+    # On the reference, arguments that `reference_autograd.takes_layers` passes go
+    # to the ops' own checks; what those refuse is named all the same.
     with pytest.raises(error, match=re.escape(message)):
         call()
 

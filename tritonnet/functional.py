@@ -37,7 +37,21 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
 
 
+def _unchecked(operation, *arguments) -> torch.Tensor | None:
+    """`operation(*arguments)` on the CPU reference with none of our checks, which
+    its ops make themselves (`reference_autograd.takes_layers`); None where they
+    refuse an argument, for the checks to name it."""
+    try:
+        return operation(*arguments)
+    except (TypeError, ValueError, RuntimeError, IndexError):
+        return None
+
+
 def _linear(x: object, weight: object, bias: object, activation: str) -> torch.Tensor:
+    if not torch.compiler.is_compiling() and reference_autograd.takes_layers(x, (weight,), (bias,)):
+        output = _unchecked(reference_autograd.linear, x, weight, bias, activation)
+        if output is not None:
+            return output
     x, weight, bias = arguments.check_linear(x, weight, bias)
     rows = _rows(x)
     if torch.compiler.is_compiling():
@@ -97,6 +111,10 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     last dimension (torch puts them on dimension 1 when there are more than two).
     The loss is fp32 (fp64 for fp64 logits) and finite for any finite logits.
     """
+    if not torch.compiler.is_compiling() and reference_autograd.takes_loss(logits, target):
+        loss = _unchecked(reference_autograd.cross_entropy, logits, target)
+        if loss is not None:
+            return loss
     logits = checks.check_float_tensor("logits", logits)
     if logits.dim() < 1:
         raise ValueError("logits must have at least 1 dimension [..., classes], got a 0-dim tensor")
@@ -121,8 +139,12 @@ def linear_cross_entropy(
     (one kernel launch on the Triton backend for up to a block of classes), and
     the logits are never handed back.
     """
-    x, weight, bias = arguments.check_linear(x, weight, bias)
     compiling = torch.compiler.is_compiling()
+    if not compiling and reference_autograd.takes_network(x, (weight,), (bias,), target):
+        loss = _unchecked(reference_autograd.linear_cross_entropy, x, weight, bias, target)
+        if loss is not None:
+            return loss
+    x, weight, bias = arguments.check_linear(x, weight, bias)
     target = arguments.check_target(target, x.shape[:-1], weight.shape[0], x.device, compiling)
     rows = _rows(x)
     if compiling:
@@ -149,16 +171,14 @@ def mlp_cross_entropy(
     dimension of x) and `biases[i]` (a tensor or None); `target` holds class
     indices shaped like x without its last dimension. Eagerly it is one autograd
     node for the whole network (`tritonnet.functions.MLPCrossEntropy`), or on the
-    CPU reference PyTorch's own ops, which check most arguments themselves
-    (`reference_autograd.takes_network`); under torch.compile, the layers' own
+    CPU reference PyTorch's own ops; under torch.compile, the layers' own
     operations.
     """
     compiling = torch.compiler.is_compiling()
     if not compiling and reference_autograd.takes_network(x, weights, biases, target):
-        try:
-            return reference_autograd.mlp_cross_entropy(x, target, weights, biases)
-        except (TypeError, ValueError, RuntimeError, IndexError):
-            pass  # the checks below name the argument at fault
+        loss = _unchecked(reference_autograd.mlp_cross_entropy, x, target, weights, biases)
+        if loss is not None:
+            return loss
     x, weights, biases = arguments.check_layers(x, weights, biases)
     target = arguments.check_target(target, x.shape[:-1], weights[-1].shape[0], x.device, compiling)
     rows = _rows(x)

@@ -26,6 +26,8 @@ What these do that `nn.Linear`, `nn.Sigmoid` and `F.cross_entropy` do not:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -49,28 +51,21 @@ def runs(rows: torch.Tensor) -> bool:
     return rows.is_cpu and rows.dtype in DTYPES and cpu_runs_reference()
 
 
-def takes_network(x: object, weights: object, biases: object, target: object) -> bool:
-    """Whether `mlp_cross_entropy` can take these arguments as they came, unchecked
-    by `tritonnet.arguments`: x a 2-D CPU tensor this route computes (`runs`),
-    int64 targets, no autocast, and each bias `[out]` or None.
+def takes_layers(x: object, weights: Sequence[object], biases: Sequence[object]) -> bool:
+    """Whether this route can take layers' arguments as they came, unchecked by
+    `tritonnet.arguments`: x a CPU tensor it computes (`runs`), no autocast, each
+    weight a matrix and each bias `[out]` or None.
 
-    The rest its own ops check, in C++, at no cost of their own: `addmm` refuses
-    matrices whose sizes do not chain and tensors whose dtypes or devices differ,
-    `log_softmax` logits that are not 2-D, `nll_loss` targets that are not one per
-    row or fall outside the classes. What they would take without a word is
-    tested here: a bias that broadcasts (`[1]`, or `[rows, 1]`), lists of
-    different lengths (`zip` would cut one short), an input under autocast (the
-    checks cast it). An argument the ops refuse falls to the checks that name it.
-    On a CPU, where a step of the exercise's network takes about a millisecond,
-    the full checks cost several percent of it.
+    The rest PyTorch's ops check themselves, in C++, at no cost of their own:
+    `addmm` refuses matrices whose sizes do not chain and tensors whose dtypes or
+    devices differ; `log_softmax` logits that are not 2-D; `nll_loss` targets that
+    are not one per row, not int64 or outside the classes. What they would take
+    without a word is tested here: a bias that broadcasts (`[1]`, or `[rows, 1]`)
+    and an input under autocast (the checks cast it). An argument the ops refuse
+    falls to the checks that name it. On a CPU, where a step of the exercise's
+    network takes about a millisecond, the full checks cost several percent of it.
     """
-    if not (isinstance(x, torch.Tensor) and x.dim() == 2 and runs(x)):
-        return False
-    if torch.is_autocast_enabled("cpu") or not (isinstance(target, torch.Tensor) and target.dtype == torch.int64):
-        return False
-    if not (isinstance(weights, (list, tuple)) and isinstance(biases, (list, tuple))):
-        return False
-    if len(weights) != len(biases) or not weights:
+    if not (isinstance(x, torch.Tensor) and runs(x)) or torch.is_autocast_enabled("cpu"):
         return False
     for weight, bias in zip(weights, biases):
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
@@ -80,8 +75,36 @@ def takes_network(x: object, weights: object, biases: object, target: object) ->
     return True
 
 
+def takes_loss(logits: object, target: object) -> bool:
+    """Whether `cross_entropy` can take these as they came (see `takes_layers`):
+    2-D CPU logits this route computes and int64 targets."""
+    return (
+        isinstance(logits, torch.Tensor)
+        and logits.dim() == 2
+        and runs(logits)
+        and isinstance(target, torch.Tensor)
+        and target.dtype == torch.int64
+    )
+
+
+def takes_network(x: object, weights: object, biases: object, target: object) -> bool:
+    """Whether `mlp_cross_entropy` can take these as they came (see
+    `takes_layers`): x 2-D, int64 targets, and one bias per weight (`zip` would
+    cut the longer list short)."""
+    return (
+        isinstance(weights, (list, tuple))
+        and isinstance(biases, (list, tuple))
+        and len(weights) == len(biases) > 0
+        and isinstance(x, torch.Tensor)
+        and x.dim() == 2
+        and isinstance(target, torch.Tensor)
+        and target.dtype == torch.int64
+        and takes_layers(x, weights, biases)
+    )
+
+
 def linear(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str) -> torch.Tensor:
-    """`activation(rows @ weight.T + bias)` for rows `[M, in]`, weight `[out, in]`."""
+    """`activation(rows @ weight.T + bias)` for rows `[..., in]`, weight `[out, in]`."""
     output = F.linear(rows, weight, bias)
     return output.sigmoid_() if activation == "sigmoid" else output
 
