@@ -11,10 +11,8 @@ docs/drop-in.md). Elsewhere (the Triton kernels, half precision, autocast, whose
 checks cast to a half dtype first) the Functions run.
 
 The products are handed to BLAS in the forms `nn.Linear` hands them (`F.linear`:
-`x @ W.T + b`, row-major), so that the twin's arithmetic is torch's on every CPU.
-Which form BLAS runs fastest depends on the CPU: computing the first layer
-feature-major, `W @ x.T + b`, was about 5% faster a step on one AMD EPYC and 5 to
-9% slower on one Intel Xeon (docs/drop-in.md).
+`x @ W.T + b`, row-major), so that the twin's arithmetic is torch's on every CPU:
+which form BLAS runs fastest depends on the CPU (docs/drop-in.md).
 
 What these do that `nn.Linear`, `nn.Sigmoid` and `F.cross_entropy` do not:
 - Each sigmoid is applied in place on its layer's product, which autograd allows
