@@ -48,13 +48,14 @@ def _unchecked(operation, *arguments) -> torch.Tensor | None:
 
 
 def _linear(x: object, weight: object, bias: object, activation: str) -> torch.Tensor:
-    if not torch.compiler.is_compiling() and reference_autograd.takes_layers(x, (weight,), (bias,)):
+    compiling = torch.compiler.is_compiling()
+    if not compiling and reference_autograd.takes_layers(x, (weight,), (bias,)):
         output = _unchecked(reference_autograd.linear, x, weight, bias, activation)
         if output is not None:
             return output
     x, weight, bias = arguments.check_linear(x, weight, bias)
     rows = _rows(x)
-    if torch.compiler.is_compiling():
+    if compiling:
         output = library_ops.linear(rows, weight, bias, activation)
     elif reference_autograd.runs(rows):
         output = reference_autograd.linear(rows, weight, bias, activation)
@@ -111,14 +112,14 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     last dimension (torch puts them on dimension 1 when there are more than two).
     The loss is fp32 (fp64 for fp64 logits) and finite for any finite logits.
     """
-    if not torch.compiler.is_compiling() and reference_autograd.takes_loss(logits, target):
+    compiling = torch.compiler.is_compiling()
+    if not compiling and reference_autograd.takes_loss(logits, target):
         loss = _unchecked(reference_autograd.cross_entropy, logits, target)
         if loss is not None:
             return loss
     logits = checks.check_float_tensor("logits", logits)
     if logits.dim() < 1:
         raise ValueError("logits must have at least 1 dimension [..., classes], got a 0-dim tensor")
-    compiling = torch.compiler.is_compiling()
     target = arguments.check_target(target, logits.shape[:-1], logits.shape[-1], logits.device, compiling)
     rows = _rows(logits).contiguous()
     if compiling:

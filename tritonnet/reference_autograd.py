@@ -73,16 +73,14 @@ def takes_layers(x: object, weights: Sequence[object], biases: Sequence[object])
     return True
 
 
+def _int64(target: object) -> bool:
+    return isinstance(target, torch.Tensor) and target.dtype == torch.int64
+
+
 def takes_loss(logits: object, target: object) -> bool:
     """Whether `cross_entropy` can take these as they came (see `takes_layers`):
     2-D CPU logits this route computes and int64 targets."""
-    return (
-        isinstance(logits, torch.Tensor)
-        and logits.dim() == 2
-        and runs(logits)
-        and isinstance(target, torch.Tensor)
-        and target.dtype == torch.int64
-    )
+    return isinstance(logits, torch.Tensor) and logits.dim() == 2 and runs(logits) and _int64(target)
 
 
 def takes_network(x: object, weights: object, biases: object, target: object) -> bool:
@@ -95,8 +93,7 @@ def takes_network(x: object, weights: object, biases: object, target: object) ->
         and len(weights) == len(biases) > 0
         and isinstance(x, torch.Tensor)
         and x.dim() == 2
-        and isinstance(target, torch.Tensor)
-        and target.dtype == torch.int64
+        and _int64(target)
         and takes_layers(x, weights, biases)
     )
 
@@ -149,5 +146,5 @@ def mlp_cross_entropy(
     last = len(weights) - 1
     hidden = x
     for index in range(last):
-        hidden = F.linear(hidden, weights[index], biases[index]).sigmoid_()
-    return cross_entropy(F.linear(hidden, weights[last], biases[last]), target)
+        hidden = linear(hidden, weights[index], biases[index], "sigmoid")
+    return linear_cross_entropy(hidden, weights[last], biases[last], target)
